@@ -1,0 +1,132 @@
+"""Installs and removes the hooks that turn an uncaught exception into a panic.
+
+Three places see an exception nobody caught: ``sys.excepthook`` (the main thread),
+``threading.excepthook`` (any ``threading.Thread``) and asyncio's default exception
+handler (a task whose exception nobody retrieved, a failing callback). asyncio is
+patched when it is imported, not before: enabling panics does not import it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from . import _config, _panic
+from ._registry import shared
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType, TracebackType
+    from typing import Any
+
+_ASYNCIO_MODULE = "asyncio.base_events"
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException | None, tb: TracebackType | None) -> None:
+    registry = shared()
+    if issubclass(kind, KeyboardInterrupt) and not _config.resolve(registry).panic_on_keyboard_interrupt:
+        registry.saved_hooks["sys.excepthook"](kind, exc, tb)
+        return
+    if exc is None:
+        exc = kind()
+    if exc.__traceback__ is None:
+        exc.__traceback__ = tb
+    _panic.panic("panic due to uncaught exception", exc)
+
+
+def _threading_excepthook(args: Any) -> None:
+    if issubclass(args.exc_type, SystemExit):
+        return
+    exc = args.exc_value if args.exc_value is not None else args.exc_type()
+    name = args.thread.name if args.thread is not None else "?"
+    _panic.panic(f"panic due to uncaught exception in thread {name!r}", exc)
+
+
+def _is_uncaught(context: dict[str, Any]) -> bool:
+    message = str(context.get("message", ""))
+    if "future" in context and message.endswith("exception was never retrieved"):
+        return True
+    return "handle" in context and message.startswith("Exception in callback")
+
+
+def _patch_asyncio(module: ModuleType) -> None:
+    loop_class = module.BaseEventLoop
+    original = loop_class.default_exception_handler
+    if getattr(original, "__pypanic_original__", None) is not None:
+        return
+
+    def default_exception_handler(self: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, BaseException) and _is_uncaught(context) and shared().saved_hooks:
+            _panic.panic(f"panic due to uncaught exception in asyncio ({context.get('message')})", exc)
+        original(self, context)
+
+    default_exception_handler.__pypanic_original__ = original  # type: ignore[attr-defined]
+    loop_class.default_exception_handler = default_exception_handler
+
+
+class _PatchAsyncioOnImport:
+    """A meta path finder that patches asyncio right after it is first imported."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        if name != _ASYNCIO_MODULE:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _PatchingLoader(spec.loader, _patch_asyncio)
+                return spec
+        return None
+
+
+class _PatchingLoader:
+    """Runs a module through its own loader, then calls ``after(module)``."""
+
+    def __init__(self, loader: Any, after: Callable[[ModuleType], None]) -> None:
+        self._loader = loader
+        self._after = after
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)  # type: ignore[no-any-return]
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        self._after(module)
+
+
+def enable() -> None:
+    """Install the hooks (again: a second call changes nothing)."""
+    registry = shared()
+    if registry.saved_hooks:
+        return
+    # Load everything a panic needs now, so that a crash does not have to import.
+    from . import _dump, _facts  # noqa: F401
+
+    registry.saved_hooks = {
+        "sys.excepthook": sys.excepthook,
+        "threading.excepthook": threading.excepthook,
+    }
+    sys.excepthook = _excepthook
+    threading.excepthook = _threading_excepthook
+    module = sys.modules.get(_ASYNCIO_MODULE)
+    if module is not None:
+        _patch_asyncio(module)
+    elif not any(isinstance(f, _PatchAsyncioOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchAsyncioOnImport())
+
+
+def disable() -> None:
+    """Put back the hooks that were there before ``enable``."""
+    registry = shared()
+    saved = registry.saved_hooks
+    if not saved:
+        return
+    if sys.excepthook is _excepthook:
+        sys.excepthook = saved["sys.excepthook"]
+    if threading.excepthook is _threading_excepthook:
+        threading.excepthook = saved["threading.excepthook"]
+    registry.saved_hooks = {}

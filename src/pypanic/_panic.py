@@ -1,0 +1,113 @@
+"""``panic`` and ``dump``: write a dump, log it in node-panic's form, and (for a panic) exit.
+
+Only one thread panics: a second one waits until the process is gone. Code that runs
+while a dump is being written (a hostile ``__repr__``, say) and calls ``panic`` or
+``dump`` again gets an exception instead of a second dump, which the serializer turns
+into a marker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from . import _config, _dump
+from ._log import log
+from ._registry import Registry, shared
+from ._serialize import describe_error
+from ._stacks import error_text, traceback_of_caller
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+VERSION = "0.1.0"
+
+
+class Panic(Exception):
+    """The exception a dump records when it was asked for without one (an explicit panic,
+    a snapshot, ``ncore``); its traceback is the stack of the caller."""
+
+
+Panic.__module__ = "pypanic"
+
+
+class NestedPanic(RuntimeError):
+    """``panic`` or ``dump`` was called by code running inside a dump."""
+
+
+def _as_exception(message: str, err: object) -> BaseException:
+    if isinstance(err, BaseException):
+        if err.__traceback__ is None:
+            err.__traceback__ = traceback_of_caller(sys._getframe(1))
+        return err
+    text = message if err is None else f"{message}: {err!r}"
+    exc = Panic(text)
+    exc.__traceback__ = traceback_of_caller(sys._getframe(1))
+    return exc
+
+
+def _write(
+    registry: Registry, label: str, reason: str, exc: BaseException, directory: str | None
+) -> str:
+    level, noun = ("CRIT", "core dump") if label == "PANIC" else ("INFO", "dump")
+    settings = _config.resolve(registry)
+    now = time.time()
+    error = error_text(exc)
+    log(level, f"{label}: {reason}: {error}")
+    entries = _dump.build(registry, settings, reason, exc, error, now, VERSION)
+
+    def announce(path: str, failures: str) -> None:
+        why = f" ({failures})" if failures else ""
+        log(level, f"writing {noun} to {path}{why}")
+
+    path = _dump.write_anywhere(entries, _dump.candidate_directories(settings, directory), os.getpid(), announce)
+    log(level, f"finished writing {noun}")
+    return path
+
+
+def panic(message: str, err: object = None, *, directory: str | None = None) -> NoReturn:
+    """Write a dump and end the process (see ``pypanic.panic``)."""
+    registry = shared()
+    guard = registry.guard
+    me = threading.get_ident()
+    if guard.owner == me or me in guard.dumping:
+        raise NestedPanic("panic() was called while this thread was writing a dump")
+    exc = _as_exception(message, err)
+    reason = "explicit panic" if err is None else message
+    guard.lock.acquire()
+    guard.owner = me
+    status, abort = 1, False
+    try:
+        settings = _config.resolve(registry)
+        status, abort = settings.exit_status, settings.abort
+        _write(registry, "PANIC", reason, exc, directory)
+    except BaseException as e:
+        log("CRIT", f"error during panic: {describe_error(e)}")
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        if abort:
+            os.abort()
+        os._exit(status)
+
+
+def dump(message: str, err: object = None, *, directory: str | None = None) -> str:
+    """Write a dump, keep running, and return the dump's path (see ``pypanic.dump``)."""
+    registry = shared()
+    guard = registry.guard
+    me = threading.get_ident()
+    if guard.owner == me or me in guard.dumping:
+        raise NestedPanic("dump() was called while this thread was writing a dump")
+    exc = _as_exception(message, err)
+    reason = "snapshot" if err is None else message
+    guard.dumping.add(me)
+    try:
+        return _write(registry, "DUMP", reason, exc, directory)
+    finally:
+        guard.dumping.discard(me)

@@ -1,0 +1,202 @@
+"""Every thread's stack and an exception's chain, as plain records with source lines and locals.
+
+Threads are read from ``sys._current_frames()`` and ``threading._active`` without taking
+threading's lock: the code that dumps may run as a pending call in the main thread at a
+moment when that very thread holds the lock.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import threading
+import traceback
+import types
+
+from ._serialize import Budget, Serializer, call_guarded, type_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+MAX_FRAMES = 200
+"""Frames kept per stack: the outermost and innermost halves, with a marker between."""
+
+MAX_EXCEPTIONS = 64
+"""Exceptions described per dump across causes, contexts and groups."""
+
+LOCALS_LIMITS = {"depth": 3, "items": 50, "string": 1000}
+"""How much of each local variable goes into a frame record."""
+
+REDACTED = "<redacted by pypanic>"
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CO_OPTIMIZED = 0x1
+
+
+def own_frame(frame: types.FrameType) -> bool:
+    """Whether ``frame`` runs pypanic's own code (or ncore's payload), to be left out."""
+    filename = frame.f_code.co_filename
+    return filename.startswith(_PACKAGE_DIR) or filename == "<ncore payload>"
+
+
+class StackReader:
+    """Describes frames, threads and exceptions, spending from one Budget."""
+
+    def __init__(self, budget: Budget, *, with_locals: bool, is_secret: Callable[[str], bool]) -> None:
+        self._locals = Serializer(budget, **LOCALS_LIMITS) if with_locals else None
+        self._is_secret = is_secret
+
+    # -- frames -------------------------------------------------------------------------
+
+    def frame(self, frame: types.FrameType, lineno: int | None) -> dict[str, Any]:
+        code = frame.f_code
+        line = lineno if lineno is not None else frame.f_lineno
+        record: dict[str, Any] = {
+            "file": code.co_filename,
+            "line": line,
+            "function": getattr(code, "co_qualname", code.co_name),
+            "source": (linecache.getline(code.co_filename, line or 0).strip() or None) if line else None,
+        }
+        if self._locals is not None:
+            record["locals"] = self._frame_locals(frame, record["function"])
+        return record
+
+    def _frame_locals(self, frame: types.FrameType, where: str) -> dict[str, Any]:
+        assert self._locals is not None
+        ok, names = call_guarded(lambda: list(frame.f_locals.items()))
+        if not ok:
+            return {"$error": names}
+        in_function = bool(frame.f_code.co_flags & _CO_OPTIMIZED)
+        out: dict[str, Any] = {}
+        for name, value in names[: LOCALS_LIMITS["items"]]:
+            if not isinstance(name, str):
+                continue
+            if not in_function and (name.startswith("__") or _is_definition(value)):
+                continue
+            if self._is_secret(name):
+                out[name] = REDACTED
+            else:
+                out[name] = self._locals.to_data(value, f"{where}.{name}")
+        return out
+
+    def stack(self, innermost: types.FrameType | None, skip_own: bool = False) -> list[Any]:
+        """The frames from the outermost call to ``innermost``, most recent last."""
+        frames = []
+        frame = innermost
+        while frame is not None:
+            frames.append(frame)
+            frame = frame.f_back
+        if skip_own:
+            while frames and own_frame(frames[0]):
+                frames.pop(0)
+        frames.reverse()
+        return self._bounded([(f, None) for f in frames])
+
+    def _bounded(self, frames: list[tuple[types.FrameType, int | None]]) -> list[Any]:
+        half = MAX_FRAMES // 2
+        if len(frames) <= MAX_FRAMES:
+            return [self.frame(f, line) for f, line in frames]
+        head = [self.frame(f, line) for f, line in frames[:half]]
+        tail = [self.frame(f, line) for f, line in frames[-half:]]
+        cut = {"$cut": "frames", "detail": f"{len(frames) - MAX_FRAMES} of {len(frames)} frames cut"}
+        return [*head, cut, *tail]
+
+    # -- threads ------------------------------------------------------------------------
+
+    def threads(self) -> list[dict[str, Any]]:
+        """Every thread of the interpreter: this one first, then the main thread, then the rest."""
+        current = threading.get_ident()
+        main = threading.main_thread().ident
+        known = dict(getattr(threading, "_active", {}))
+        frames = sys._current_frames()
+        order = sorted(frames, key=lambda ident: (ident != current, ident != main, ident))
+        records = []
+        for ident in order:
+            thread = known.get(ident)
+            records.append({
+                "name": thread.name if thread is not None else None,
+                "ident": ident,
+                "native_id": getattr(thread, "native_id", None),
+                "daemon": thread.daemon if thread is not None else None,
+                "main": ident == main,
+                "current": ident == current,
+                "frames": self.stack(frames[ident], skip_own=ident == current),
+            })
+        return records
+
+    # -- exceptions ---------------------------------------------------------------------
+
+    def exception(self, exc: BaseException) -> dict[str, Any]:
+        """``exc`` with its frames and locals, notes, cause, context and group members."""
+        return self._exception(exc, set())
+
+    def _exception(self, exc: BaseException, seen: set[int]) -> dict[str, Any]:
+        seen.add(id(exc))
+        ok, message = call_guarded(str, exc)
+        record: dict[str, Any] = {"type": type_name(exc), "message": message if ok else {"$error": message}}
+        tb_frames = []
+        tb = exc.__traceback__
+        while tb is not None:
+            tb_frames.append((tb.tb_frame, tb.tb_lineno))
+            tb = tb.tb_next
+        record["frames"] = self._bounded(tb_frames)
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            record["notes"] = [n if isinstance(n, str) else repr(type(n)) for n in notes]
+        linked = [("cause", exc.__cause__), ("context", exc.__context__)]
+        members = getattr(exc, "exceptions", None)
+        if _is_group(exc) and isinstance(members, (list, tuple)):
+            linked.extend(("exceptions", m) for m in members)
+        for relation, other in linked:
+            if not isinstance(other, BaseException):
+                continue
+            if id(other) in seen or len(seen) >= MAX_EXCEPTIONS:
+                described: dict[str, Any] = {"$cut": "exception", "type": type_name(other)}
+            else:
+                described = self._exception(other, seen)
+            if relation == "exceptions":
+                record.setdefault("exceptions", []).append(described)
+            else:
+                record[relation] = described
+        if "context" in record:
+            record["suppress_context"] = bool(exc.__suppress_context__)
+        return record
+
+
+def error_text(exc: BaseException) -> str:
+    """The ``panic.error`` text: ``EXCEPTION: <Type>: <message>``, then the whole traceback."""
+    ok, message = call_guarded(str, exc)
+    head = f"EXCEPTION: {type_name(exc)}: {message if ok else '<' + message + '>'}"
+    ok, lines = call_guarded(traceback.format_exception, type(exc), exc, exc.__traceback__)
+    if not ok:
+        return f"{head}\n(the traceback could not be formatted: {lines})"
+    body = "".join(lines).rstrip("\n")
+    if sys.version_info < (3, 11):
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            body += "".join(f"\n{note}" for note in notes if isinstance(note, str))
+    return f"{head}\n{body}"
+
+
+def traceback_of_caller(frame: types.FrameType | None) -> types.TracebackType | None:
+    """A traceback through ``frame`` and its callers, leaving out pypanic's own frames."""
+    while frame is not None and own_frame(frame):
+        frame = frame.f_back
+    tb = None
+    while frame is not None:
+        tb = types.TracebackType(tb, frame, frame.f_lasti, frame.f_lineno or 0)
+        frame = frame.f_back
+    return tb
+
+
+def _is_group(exc: BaseException) -> bool:
+    group = getattr(sys.modules["builtins"], "BaseExceptionGroup", None)
+    return group is not None and isinstance(exc, group)
+
+
+def _is_definition(value: Any) -> bool:
+    return isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType))
+
