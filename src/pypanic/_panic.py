@@ -31,12 +31,11 @@ class Panic(Exception):
     a snapshot, ``ncore``); its traceback is the stack of the caller."""
 
 
-Panic.__module__ = "pypanic"
-
-
 class NestedPanic(RuntimeError):
     """``panic`` or ``dump`` was called by code running inside a dump."""
 
+
+Panic.__module__ = NestedPanic.__module__ = "pypanic"
 
 def _as_exception(message: str, err: object) -> BaseException:
     if isinstance(err, BaseException):

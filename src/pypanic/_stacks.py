@@ -153,8 +153,10 @@ class StackReader:
         for relation, other in linked:
             if not isinstance(other, BaseException):
                 continue
-            if id(other) in seen or len(seen) >= MAX_EXCEPTIONS:
-                described: dict[str, Any] = {"$cut": "exception", "type": type_name(other)}
+            if id(other) in seen:
+                described: dict[str, Any] = {"$seen": type_name(other), "detail": "described above"}
+            elif len(seen) >= MAX_EXCEPTIONS:
+                described = {"$cut": "exceptions", "type": type_name(other)}
             else:
                 described = self._exception(other, seen)
             if relation == "exceptions":

@@ -1,0 +1,1 @@
+"""ncore: make a running Python process write a pypanic dump, from outside, without its help."""
