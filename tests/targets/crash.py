@@ -84,6 +84,9 @@ def main(mode):
         print("still running", flush=True)
     elif mode == "keyboard":
         raise KeyboardInterrupt
+    elif mode == "keyboard-panic":
+        pypanic.configure(panic_on_keyboard_interrupt=True)
+        raise KeyboardInterrupt
     elif mode == "concurrent":
         barrier = threading.Barrier(4)
 

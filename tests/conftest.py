@@ -1,0 +1,89 @@
+"""Fixtures shared by every test: a clean pypanic configuration, and real target processes
+that are always reaped, whatever the test does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pypanic
+
+from .interpreters import Interpreter, Workspace
+
+
+@pytest.fixture(autouse=True)
+def _clean_pypanic() -> Iterator[None]:
+    """Tests in this process start with no registered state and default settings."""
+    pypanic.panicDbg.clear()
+    pypanic.reset_configuration()
+    yield
+    pypanic.panicDbg.clear()
+    pypanic.reset_configuration()
+
+
+class Processes:
+    """Starts target processes and kills and reaps all of them at teardown."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self, argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        self.started.append(process)
+        return process
+
+    def run(self, argv: list[str], timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        """Run to the end; a target still running after ``timeout`` fails the test."""
+        process = self.start(argv, **kwargs)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{argv} still ran after {timeout} s")
+        return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+    def reap(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            process.communicate()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    tracker = Processes()
+    try:
+        yield tracker
+    finally:
+        tracker.reap()
+
+
+@pytest.fixture
+def workspace_for() -> Iterator[object]:
+    """``workspace_for(interpreter)``: a Workspace removed at teardown."""
+    made: list[Workspace] = []
+
+    def make(interpreter: Interpreter) -> Workspace:
+        interpreter.require()
+        space = Workspace(interpreter)
+        made.append(space)
+        return space
+
+    yield make
+    for space in made:
+        space.remove()
+
