@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +32,7 @@ class Processes:
         self.started: list[subprocess.Popen[str]] = []
 
     def start(self, argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
+        process: subprocess.Popen[str] = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -86,4 +85,3 @@ def workspace_for() -> Iterator[object]:
     yield make
     for space in made:
         space.remove()
-

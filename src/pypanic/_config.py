@@ -16,8 +16,21 @@ if TYPE_CHECKING:
     from ._registry import Registry
 
 SECRET_WORDS = (
-    "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "KEY", "CREDENTIAL", "AUTH", "COOKIE",
-    "SESSION", "PRIVATE", "DSN", "SIGNATURE", "CERT", "SALT",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASS",
+    "KEY",
+    "CREDENTIAL",
+    "AUTH",
+    "COOKIE",
+    "SESSION",
+    "PRIVATE",
+    "DSN",
+    "SIGNATURE",
+    "CERT",
+    "SALT",
 )
 """A name containing one of these words (case-insensitively) holds a secret."""
 

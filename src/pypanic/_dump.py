@@ -29,11 +29,29 @@ FORMAT_VERSION = "0.2"
 """``dbg.format-version``: node-panic's 0.1 plus pypanic's keys (see the README)."""
 
 PYPANIC_KEYS = (
-    "dbg.format-version", "init.process.argv", "init.process.pid", "init.process.cwd",
-    "init.process.env", "init.process.version", "init.process.platform", "init.time",
-    "init.time-ms", "panic.error", "panic.time", "panic.time-ms", "panic.memusage",
-    "panic.reason", "panic.exception", "panic.threads", "panic.python", "panic.process",
-    "panic.resources", "panic.gc", "dbg.pypanic-version", "dbg.warnings", "dbg.cuts",
+    "dbg.format-version",
+    "init.process.argv",
+    "init.process.pid",
+    "init.process.cwd",
+    "init.process.env",
+    "init.process.version",
+    "init.process.platform",
+    "init.time",
+    "init.time-ms",
+    "panic.error",
+    "panic.time",
+    "panic.time-ms",
+    "panic.memusage",
+    "panic.reason",
+    "panic.exception",
+    "panic.threads",
+    "panic.python",
+    "panic.process",
+    "panic.resources",
+    "panic.gc",
+    "dbg.pypanic-version",
+    "dbg.warnings",
+    "dbg.cuts",
 )
 """Every key pypanic writes itself; a registered key with one of these names is written
 as ``registered:<key>`` instead."""
@@ -158,7 +176,7 @@ def write(entries: list[tuple[str, str]], directory: str, pid: int) -> str:
             for chunk in _chunks(entries):
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -191,9 +209,7 @@ def _publish(temporary: str, directory: str, dir_fd: int, pid: int) -> str:
     raise FileExistsError(f"no free ncore.{pid}.<n> name in {directory}")
 
 
-def write_anywhere(
-    entries: list[tuple[str, str]], directories: list[str], pid: int, announce: Any
-) -> str:
+def write_anywhere(entries: list[tuple[str, str]], directories: list[str], pid: int, announce: Any) -> str:
     """Try each directory in turn; ``announce(path, why_not_earlier)`` is called before
     each attempt. Raises DumpFailed listing every directory's error."""
     failures: list[str] = []

@@ -78,7 +78,7 @@ class _PatchAsyncioOnImport:
                 continue
             spec = finder.find_spec(name, path, target)
             if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _PatchingLoader(spec.loader, _patch_asyncio)
+                spec.loader = _PatchingLoader(spec.loader, _patch_asyncio)  # type: ignore[assignment]  # a duck-typed Loader
                 return spec
         return None
 

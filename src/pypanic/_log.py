@@ -22,6 +22,6 @@ def log(level: str, message: str) -> None:
     data = log_line(level, message).encode("utf-8", "backslashreplace")
     try:
         while data:
-            data = data[os.write(2, data):]
+            data = data[os.write(2, data) :]
     except OSError:
         pass

@@ -37,6 +37,7 @@ class NestedPanic(RuntimeError):
 
 Panic.__module__ = NestedPanic.__module__ = "pypanic"
 
+
 def _as_exception(message: str, err: object) -> BaseException:
     if isinstance(err, BaseException):
         if err.__traceback__ is None:
@@ -48,9 +49,7 @@ def _as_exception(message: str, err: object) -> BaseException:
     return exc
 
 
-def _write(
-    registry: Registry, label: str, reason: str, exc: BaseException, directory: str | None
-) -> str:
+def _write(registry: Registry, label: str, reason: str, exc: BaseException, directory: str | None) -> str:
     level, noun = ("CRIT", "core dump") if label == "PANIC" else ("INFO", "dump")
     settings = _config.resolve(registry)
     now = time.time()

@@ -138,4 +138,4 @@ def shared() -> Registry:
             os.register_at_fork(after_in_child=candidate._after_fork_in_child)
     if not isinstance(builtins.__dict__.get("panicDbg"), type(found)):
         builtins.panicDbg = found  # type: ignore[attr-defined]
-    return found  # type: ignore[no-any-return]
+    return found

@@ -12,13 +12,14 @@ leaves a marker in place and an entry in the budget's list of cuts.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from itertools import islice
 from time import monotonic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 CALL_SECONDS = 0.25
@@ -28,14 +29,28 @@ MAX_RECORDED_CUTS = 100
 _MAX_INT_BITS = 8192
 _REPR_CHARS = 2000
 
-_STRING_VALUE_TYPES = frozenset({
-    "decimal.Decimal", "fractions.Fraction", "uuid.UUID", "pathlib.PosixPath",
-    "pathlib.PurePosixPath", "pathlib.WindowsPath", "pathlib.PureWindowsPath",
-    "pathlib._local.PosixPath", "pathlib._local.PurePosixPath",
-    "ipaddress.IPv4Address", "ipaddress.IPv6Address", "ipaddress.IPv4Network",
-    "ipaddress.IPv6Network", "ipaddress.IPv4Interface", "ipaddress.IPv6Interface",
-    "datetime.timedelta", "datetime.timezone", "zoneinfo.ZoneInfo",
-})
+_STRING_VALUE_TYPES = frozenset(
+    {
+        "decimal.Decimal",
+        "fractions.Fraction",
+        "uuid.UUID",
+        "pathlib.PosixPath",
+        "pathlib.PurePosixPath",
+        "pathlib.WindowsPath",
+        "pathlib.PureWindowsPath",
+        "pathlib._local.PosixPath",
+        "pathlib._local.PurePosixPath",
+        "ipaddress.IPv4Address",
+        "ipaddress.IPv6Address",
+        "ipaddress.IPv4Network",
+        "ipaddress.IPv6Network",
+        "ipaddress.IPv4Interface",
+        "ipaddress.IPv6Interface",
+        "datetime.timedelta",
+        "datetime.timezone",
+        "zoneinfo.ZoneInfo",
+    }
+)
 """Types whose ``str()`` is the readable value, written as ``{"$type": T, "value": str(v)}``."""
 
 _ISO_TYPES = frozenset({"datetime.datetime", "datetime.date", "datetime.time"})
@@ -136,9 +151,7 @@ def encode_fast(value: Any, allowance: int) -> str | None:
 class Serializer:
     """Turns values into JSON text within the given limits, spending from one Budget."""
 
-    def __init__(
-        self, budget: Budget, *, depth: int, items: int, string: int, fast: int | None = None
-    ) -> None:
+    def __init__(self, budget: Budget, *, depth: int, items: int, string: int, fast: int | None = None) -> None:
         self.budget = budget
         self.max_depth = depth
         self.max_items = items
@@ -224,10 +237,11 @@ class Serializer:
             self._active.discard(id(obj))
 
     def _string(self, s: str) -> str:
-        if len(s) > self.max_string:
-            detail = f"{len(s) - self.max_string} of {len(s)} characters cut"
-            self.budget.record_cut(self._where(), "string", detail)
-            s = f"{s[: self.max_string]}...[pypanic: {detail}]"
+        room = max(min(self.max_string, self.budget.bytes_left - 2), 0)
+        if len(s) > room:
+            detail = f"{len(s) - room} of {len(s)} characters cut"
+            self.budget.record_cut(self._where(), "string" if room == self.max_string else "size", detail)
+            s = f"{s[:room]}...[pypanic: {detail}]"
         self._spend(len(s) + 2)
         return s
 
@@ -239,11 +253,9 @@ class Serializer:
 
     def _float(self, x: float) -> Any:
         self._spend(8)
-        if x != x:
-            return "NaN"
-        if x in (float("inf"), float("-inf")):
-            return "Infinity" if x > 0 else "-Infinity"
-        return x
+        if math.isfinite(x):
+            return x
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
 
     def _mapping(self, obj: Any, items: list[tuple[Any, Any]], length: int, depth: int) -> Any:
         out: dict[str, Any] = {}
@@ -305,8 +317,12 @@ class Serializer:
         if isinstance(obj, dict):
             return self._mapping(obj, list(islice(dict.items(obj), self.max_items)), len(obj), depth)
         if isinstance(obj, (list, tuple)):
-            base = list if isinstance(obj, list) else tuple
-            return self._sequence(obj, base.__getitem__(obj, slice(self.max_items)), len(obj), depth)
+            head: Sequence[Any]
+            if isinstance(obj, list):
+                head = list.__getitem__(obj, slice(self.max_items))
+            else:
+                head = tuple.__getitem__(obj, slice(self.max_items))
+            return self._sequence(obj, head, len(obj), depth)
         if isinstance(obj, (set, frozenset)):
             return self._record(obj, items=self._sequence(obj, list(islice(obj, self.max_items)), len(obj), depth))
         if isinstance(obj, (bytes, bytearray, memoryview)):

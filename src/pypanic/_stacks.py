@@ -116,15 +116,17 @@ class StackReader:
         records = []
         for ident in order:
             thread = known.get(ident)
-            records.append({
-                "name": thread.name if thread is not None else None,
-                "ident": ident,
-                "native_id": getattr(thread, "native_id", None),
-                "daemon": thread.daemon if thread is not None else None,
-                "main": ident == main,
-                "current": ident == current,
-                "frames": self.stack(frames[ident], skip_own=ident == current),
-            })
+            records.append(
+                {
+                    "name": thread.name if thread is not None else None,
+                    "ident": ident,
+                    "native_id": getattr(thread, "native_id", None),
+                    "daemon": thread.daemon if thread is not None else None,
+                    "main": ident == main,
+                    "current": ident == current,
+                    "frames": self.stack(frames[ident], skip_own=ident == current),
+                }
+            )
         return records
 
     # -- exceptions ---------------------------------------------------------------------
@@ -137,7 +139,7 @@ class StackReader:
         seen.add(id(exc))
         ok, message = call_guarded(str, exc)
         record: dict[str, Any] = {"type": type_name(exc), "message": message if ok else {"$error": message}}
-        tb_frames = []
+        tb_frames: list[tuple[types.FrameType, int | None]] = []
         tb = exc.__traceback__
         while tb is not None:
             tb_frames.append((tb.tb_frame, tb.tb_lineno))
@@ -201,4 +203,3 @@ def _is_group(exc: BaseException) -> bool:
 
 def _is_definition(value: Any) -> bool:
     return isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType))
-

@@ -13,8 +13,15 @@ import pytest
 from ..interpreters import ALL, Interpreter
 
 ORIGINAL_HEAD = [
-    "dbg.format-version", "init.process.argv", "init.process.pid", "init.process.cwd",
-    "init.process.env", "init.process.version", "init.process.platform", "init.time", "init.time-ms",
+    "dbg.format-version",
+    "init.process.argv",
+    "init.process.pid",
+    "init.process.cwd",
+    "init.process.env",
+    "init.process.version",
+    "init.process.platform",
+    "init.time",
+    "init.time-ms",
 ]
 ORIGINAL_TAIL = ["panic.error", "panic.time", "panic.time-ms", "panic.memusage"]
 STAMP = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC\]"
@@ -84,12 +91,14 @@ class TestPanics:
         assert result.returncode == 1
         name, data = only_dump(space)
         check_panic_log(
-            result.stderr, "panic due to uncaught exception in thread 'worker-1'", "TypeError",
+            result.stderr,
+            "panic due to uncaught exception in thread 'worker-1'",
+            "TypeError",
             f"{space.work_inside}/{name}",
         )
         current = [t for t in data["panic.threads"] if t["current"]]
         assert current[0]["name"] == "worker-1" and not current[0]["main"]
-        main = [t for t in data["panic.threads"] if t["main"]][0]
+        main = next(t for t in data["panic.threads"] if t["main"])
         assert any(f["function"] == "main" for f in main["frames"])
 
     def test_panic_exits_despite_non_daemon_thread(self, processes, workspace_for, interpreter):
@@ -98,7 +107,9 @@ class TestPanics:
         _, data = only_dump(space)
         assert "sleeper" in [t["name"] for t in data["panic.threads"]]
 
-    @pytest.mark.parametrize(("mode", "exception"), [("asyncio-task", "LookupError"), ("asyncio-callback", "TypeError")])
+    @pytest.mark.parametrize(
+        ("mode", "exception"), [("asyncio-task", "LookupError"), ("asyncio-callback", "TypeError")]
+    )
     def test_uncaught_exception_in_asyncio(self, processes, workspace_for, interpreter, mode, exception):
         space, result = crash(processes, workspace_for, interpreter, mode)
         assert result.returncode == 1, result.stderr
@@ -110,10 +121,12 @@ class TestPanics:
         space, result = crash(processes, workspace_for, interpreter, "explicit")
         assert result.returncode == 1
         name, data = only_dump(space)
-        check_panic_log(result.stderr, "explicit panic", "pypanic.Panic: explicit request", f"{space.work_inside}/{name}")
+        check_panic_log(
+            result.stderr, "explicit panic", "pypanic.Panic: explicit request", f"{space.work_inside}/{name}"
+        )
         assert data["panic.error"].startswith("EXCEPTION: pypanic.Panic: explicit request\n")
         assert data["panic.exception"]["frames"][-1]["function"] == "main"
-        current = [t for t in data["panic.threads"] if t["current"]][0]
+        current = next(t for t in data["panic.threads"] if t["current"])
         assert current["frames"][-1]["function"] == "main", "pypanic's own frames are left out"
 
     def test_explicit_panic_with_an_exception(self, processes, workspace_for, interpreter):
@@ -171,7 +184,9 @@ class TestPanics:
     def test_fork_child_dumps_its_own_pid(self, processes, workspace_for, interpreter):
         space, result = crash(processes, workspace_for, interpreter, "fork")
         assert result.returncode == 0
-        child = int(re.search(r"child (\d+) exited 1", result.stdout).group(1))
+        found = re.search(r"child (\d+) exited 1", result.stdout)
+        assert found, result.stdout
+        child = int(found.group(1))
         name, data = only_dump(space)
         assert name == f"ncore.{child}"
         assert data["init.process.pid"] == child == data["panic.process"]["pid"]
@@ -192,7 +207,7 @@ class TestPanics:
 def test_secrets_in_the_environment_are_redacted(processes, workspace_for):
     interpreter = ALL[0]
     env = {"API_TOKEN": "t0k3n", "DATABASE_URL": "postgres://app:s3cret@db/app", "PLAIN": "visible"}
-    space, result = crash(processes, workspace_for, interpreter, "main", env=env)
+    space, _ = crash(processes, workspace_for, interpreter, "main", env=env)
     _, data = only_dump(space)
     environment = data["init.process.env"]
     assert environment["API_TOKEN"] == "<redacted by pypanic>"

@@ -32,12 +32,12 @@ class Panicky:
 
 
 def func1(arg1):
-    panicDbg.set("func1.arg", arg1)  # noqa: F821 - the builtin pypanic installs
+    panicDbg.set("func1.arg", arg1)  # type: ignore[name-defined]  # noqa: F821 - pypanic's builtin
     func2(arg1 + 10)
 
 
 def func2(arg2):
-    panicDbg.set("func2.arg", arg2)  # noqa: F821
+    panicDbg.set("func2.arg", arg2)  # type: ignore[name-defined]  # noqa: F821
     raise TypeError("'NoneType' object has no attribute 'nonexistentMethod'")
 
 
@@ -47,6 +47,8 @@ async def failing_task():
 
 def main(mode):
     pypanic.enable_panic_on_crash()
+    if os.environ.get("PYPANIC_TEST_DIRECTORY"):
+        pypanic.configure(directory=os.environ["PYPANIC_TEST_DIRECTORY"])
     pypanic.panicDbg.set("mode", mode)
     print("ready", flush=True)
     if mode == "main":
@@ -60,15 +62,22 @@ def main(mode):
         threading.Thread(target=time.sleep, args=(1000,), name="sleeper").start()
         pypanic.panic("stop despite a non-daemon thread")
     elif mode == "asyncio-task":
+
         async def run():
-            asyncio.ensure_future(failing_task())
+            asyncio.ensure_future(failing_task())  # noqa: RUF006 - unreferenced on purpose
             await asyncio.sleep(30)
+
         asyncio.run(run())
     elif mode == "asyncio-callback":
+
         async def run():
             asyncio.get_running_loop().call_soon(func1, 10)
             await asyncio.sleep(30)
+
         asyncio.run(run())
+    elif mode == "big":
+        panicDbg.set("big", "x" * (1 << 20))  # type: ignore[name-defined]  # noqa: F821
+        pypanic.panic("a megabyte of state")
     elif mode == "explicit":
         pypanic.panic("explicit request")
     elif mode == "explicit-err":
@@ -98,10 +107,10 @@ def main(mode):
             threading.Thread(target=crash, args=(n,), name=f"crasher-{n}").start()
         time.sleep(30)
     elif mode == "hostile":
-        panicDbg.set("hostile", [Hostile(), Panicky(), float("nan"), {1, 2}])  # noqa: F821
-        cycle = {"name": "cycle"}
+        panicDbg.set("hostile", [Hostile(), Panicky(), float("nan"), {1, 2}])  # type: ignore[name-defined]  # noqa: F821
+        cycle: dict[str, object] = {"name": "cycle"}
         cycle["self"] = cycle
-        panicDbg.set("cycle", cycle)  # noqa: F821
+        panicDbg.set("cycle", cycle)  # type: ignore[name-defined]  # noqa: F821
         pypanic.panic("hostile objects registered")
     elif mode == "fork":
         pid = os.fork()
@@ -112,14 +121,14 @@ def main(mode):
     elif mode == "chain":
         try:
             try:
-                {}["missing"]
+                {"present": 1}["missing"]
             except KeyError as inner:
                 raise ValueError("outer") from inner
         except ValueError as outer:
             if hasattr(outer, "add_note"):
                 outer.add_note("a note about the failure")
             else:
-                outer.__notes__ = ["a note about the failure"]
+                outer.__notes__ = ["a note about the failure"]  # type: ignore[attr-defined]
             raise
     else:
         raise SystemExit(f"unknown mode {mode!r}")

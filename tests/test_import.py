@@ -1,0 +1,54 @@
+"""`import pypanic` stays light: nothing heavy is loaded until a dump needs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .interpreters import SRC
+
+HEAVY = ["click", "rich", "ctypes", "psutil", "json", "asyncio", "traceback", "linecache", "typing"]
+
+
+def loaded_after(code: str) -> set[str]:
+    program = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", program],
+        env={"PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(out.stdout.split())
+
+
+def test_import_loads_nothing_heavy():
+    """The registry needs only threading; click, rich, ctypes, psutil, json stay out."""
+    before = loaded_after("")
+    after = loaded_after("import pypanic")
+    assert not (after - before) & set(HEAVY)
+
+
+def test_enabling_panics_preloads_the_dump_machinery_but_not_asyncio():
+    """enable_panic_on_crash loads what a crash needs, so a crash need not import."""
+    after = loaded_after("import pypanic; pypanic.enable_panic_on_crash()")
+    assert {"pypanic._dump", "pypanic._facts", "json", "traceback"} <= after
+    assert "asyncio" not in after
+
+
+def test_asyncio_imported_later_is_patched():
+    """asyncio imported after enable_panic_on_crash still panics on lost task exceptions."""
+    program = (
+        "import pypanic; pypanic.enable_panic_on_crash(); import asyncio.base_events as b; "
+        "print(hasattr(b.BaseEventLoop.default_exception_handler, '__pypanic_original__'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program],
+        env={"PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.stdout.strip() == "True", out.stderr
