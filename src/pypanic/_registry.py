@@ -1,6 +1,7 @@
 """The one debug-state registry of the process (``panicDbg``), shared by every copy of pypanic.
 
-The registry lives in ``builtins`` so that a second copy of the package (a vendored
+Only ``_thread`` is used for locks: importing ``threading`` would triple the cost of
+``import pypanic``. The registry lives in ``builtins`` so that a second copy of the package (a vendored
 one, the copy ncore injects, an ``importlib.reload``) finds the first one's state:
 registered values, settings made in code, the time of the first import and the
 guard that lets only one thread panic.
@@ -11,8 +12,8 @@ from __future__ import annotations
 import builtins
 import os
 import sys
-import threading
 import time
+from _thread import allocate_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,12 +46,12 @@ class PanicGuard:
     __slots__ = ("dumping", "lock", "owner")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
         self.owner: int | None = None
         self.dumping: set[int] = set()
 
     def reset_after_fork(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
         self.owner = None
         self.dumping = set()
 
@@ -70,7 +71,7 @@ class Registry:
     def __init__(self) -> None:
         self._entries: dict[str, Any] = {}
         self._counters: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self.set = self._entries.__setitem__
         self.init = InitFacts()
         self.settings: dict[str, Any] = {}
@@ -123,7 +124,7 @@ class Registry:
         return f"<pypanic registry: {len(self._entries)} keys>"
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self.guard.reset_after_fork()
 
 
