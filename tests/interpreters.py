@@ -91,9 +91,12 @@ class Workspace:
         self.work.mkdir()
         self.work_inside = f"{self.inside}/work"
 
-    def command(self, program: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    def command(
+        self, program: str, *args: str, env: dict[str, str] | None = None, with_pypanic: bool = True
+    ) -> list[str]:
         """The argv that starts ``targets/<program>`` under this interpreter in ``work/``."""
-        settings = {"PYTHONPATH": self.pythonpath, **(env or {})}
+        settings = {"PYTHONPATH": self.pythonpath} if with_pypanic else {}
+        settings.update(env or {})
         assignments = [f"{k}={v}" for k, v in settings.items()]
         script = f"{self.targets}/{program}"
         inner = ["/usr/bin/env", "-C", self.work_inside, *assignments, self.interpreter.path, script, *args]

@@ -21,9 +21,15 @@ from ._stacks import error_text, traceback_of_caller
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
+    Report = Callable[[str | None, str | None], None]
+
 VERSION = "0.1.0"
+
+NCORE_PROTOCOL = 1
+"""The interface ncore's payload relies on: ``panic`` and ``dump`` take ``report``."""
 
 
 class Panic(Exception):
@@ -66,8 +72,12 @@ def _write(registry: Registry, label: str, reason: str, exc: BaseException, dire
     return path
 
 
-def panic(message: str, err: object = None, *, directory: str | None = None) -> NoReturn:
-    """Write a dump and end the process (see ``pypanic.panic``)."""
+def panic(message: str, err: object = None, *, directory: str | None = None, report: Report | None = None) -> NoReturn:
+    """Write a dump and end the process (see ``pypanic.panic``).
+
+    ``report(path, error)`` is called once the file is complete (or could not be
+    written), before the exit: ncore's handshake.
+    """
     registry = shared()
     guard = registry.guard
     me = threading.get_ident()
@@ -81,9 +91,13 @@ def panic(message: str, err: object = None, *, directory: str | None = None) -> 
     try:
         settings = _config.resolve(registry)
         status, abort = settings.exit_status, settings.abort
-        _write(registry, "PANIC", reason, exc, directory)
+        path = _write(registry, "PANIC", reason, exc, directory)
+        if report is not None:
+            report(path, None)
     except BaseException as e:
         log("CRIT", f"error during panic: {describe_error(e)}")
+        if report is not None:
+            report(None, describe_error(e))
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -95,7 +109,7 @@ def panic(message: str, err: object = None, *, directory: str | None = None) -> 
         os._exit(status)
 
 
-def dump(message: str, err: object = None, *, directory: str | None = None) -> str:
+def dump(message: str, err: object = None, *, directory: str | None = None, report: Report | None = None) -> str:
     """Write a dump, keep running, and return the dump's path (see ``pypanic.dump``)."""
     registry = shared()
     guard = registry.guard
@@ -106,6 +120,13 @@ def dump(message: str, err: object = None, *, directory: str | None = None) -> s
     reason = "snapshot" if err is None else message
     guard.dumping.add(me)
     try:
-        return _write(registry, "DUMP", reason, exc, directory)
+        path = _write(registry, "DUMP", reason, exc, directory)
+    except BaseException as e:
+        if report is not None:
+            report(None, describe_error(e))
+        raise
     finally:
         guard.dumping.discard(me)
+    if report is not None:
+        report(path, None)
+    return path

@@ -33,13 +33,15 @@ LOCALS_LIMITS = {"depth": 3, "items": 50, "string": 1000}
 REDACTED = "<redacted by pypanic>"
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PAYLOAD = "<ncore payload>"
 _CO_OPTIMIZED = 0x1
 
 
 def own_frame(frame: types.FrameType) -> bool:
-    """Whether ``frame`` runs pypanic's own code (or ncore's payload), to be left out."""
-    filename = frame.f_code.co_filename
-    return filename.startswith(_PACKAGE_DIR) or filename == "<ncore payload>"
+    """Whether ``frame`` runs pypanic's own code or ncore's (its payload, and the code
+    injected to start it, which names the payload), to be left out."""
+    code = frame.f_code
+    return code.co_filename.startswith(_PACKAGE_DIR) or code.co_filename == _PAYLOAD or _PAYLOAD in code.co_consts
 
 
 class StackReader:

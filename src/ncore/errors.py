@@ -1,0 +1,71 @@
+"""The ways ncore can fail, each an exception type with its exit code and a hint.
+
+Only the CLI prints them. Every message says what happened and why; the hint says how to
+fix it. Exit codes (documented in the README):
+
+    0  the dump was written          6  no injection method can serve this target
+    1  unexpected failure            7  timed out; the target was left running
+    2  usage error (bad option)      8  another debugger is attached to the target
+    3  no such process               9  the target could not write the dump
+    4  not a live CPython process   10  the target exited without writing a dump
+    5  permission denied
+"""
+
+from __future__ import annotations
+
+
+class NcoreError(Exception):
+    """A failure to report to the operator: message, hint and exit code."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class BadUsage(NcoreError):
+    exit_code = 2
+    kind = "usage"
+
+
+class NoSuchProcess(NcoreError):
+    exit_code = 3
+    kind = "no-such-process"
+
+
+class NotPython(NcoreError):
+    exit_code = 4
+    kind = "not-python"
+
+
+class PermissionDenied(NcoreError):
+    exit_code = 5
+    kind = "permission-denied"
+
+
+class MethodUnavailable(NcoreError):
+    exit_code = 6
+    kind = "method-unavailable"
+
+
+class TimedOut(NcoreError):
+    exit_code = 7
+    kind = "timed-out"
+
+
+class AlreadyTraced(NcoreError):
+    exit_code = 8
+    kind = "already-traced"
+
+
+class DumpFailed(NcoreError):
+    exit_code = 9
+    kind = "dump-failed"
+
+
+class TargetExited(NcoreError):
+    exit_code = 10
+    kind = "target-exited"

@@ -1,0 +1,189 @@
+"""The gdb method: attach with gdb and run ``gdb_scripts/inject.gdb`` (pyrasite-style).
+
+gdb runs in batch mode without init files or debuginfod, with the sysroot set to the
+target's root so that a gdb from another root (a container, a chroot) loads the
+target's own libraries. Inputs go in as gdb convenience variables, never as script
+text. gdb before 14 cannot call functions on CPUs whose extended state is larger than
+it knows (AMX): the call fails and leaves the target hung with the GIL taken, so this
+method refuses such a gdb before attaching.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from functools import cache
+from pathlib import Path
+
+from .. import arch, cpu
+from ..errors import MethodUnavailable, NcoreError, PermissionDenied, TimedOut
+from ..target import Target, permission_hint
+from . import Injection, Outcome
+
+_VERSION = re.compile(r"^GNU gdb .*?(\d+)\.(\d+)", re.MULTILINE)
+
+
+def scripts_dir() -> Path:
+    """gdb_scripts/: inside the installed package, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "gdb_scripts", here.parent.parent / "gdb_scripts"):
+        if (candidate / "inject.gdb").exists():
+            return candidate
+    raise MethodUnavailable("ncore's gdb scripts are missing", "reinstall pypanic")
+
+
+@cache
+def gdb_version(command: tuple[str, ...]) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except OSError:
+        return None
+    found = _VERSION.search(out)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def call_problem(version: tuple[int, int], xsave_bytes: int | None) -> str | None:
+    """Why a gdb of ``version`` cannot call functions on a CPU with that XSAVE size, or None."""
+    if version >= (14, 0) or xsave_bytes is None or xsave_bytes <= cpu.GDB13_XSAVE_BYTES:
+        return None
+    return (
+        f"gdb {version[0]}.{version[1]} cannot call functions on this CPU: its extended state (XSAVE area) is "
+        f"{xsave_bytes} bytes and gdb before 14 handles at most {cpu.GDB13_XSAVE_BYTES} (a failed call leaves the "
+        "target hung); install gdb 14 or later and point --gdb or NCORE_GDB at it"
+    )
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Gdb:
+    name = "gdb"
+
+    def __init__(self, command: str | None = None) -> None:
+        text = command or os.environ.get("NCORE_GDB") or "gdb"
+        self.command = tuple(shlex.split(text))
+
+    def unavailable(self, target: Target) -> str | None:
+        if not self.command or shutil.which(self.command[0]) is None:
+            return (
+                f"{self.command[0] if self.command else 'gdb'} was not found "
+                "(install gdb, or give its path with --gdb or NCORE_GDB)"
+            )
+        version = gdb_version(self.command)
+        if version is None:
+            return f"`{' '.join(self.command)} --version` did not print a gdb version"
+        return call_problem(version, cpu.xsave_bytes())
+
+    def argv(self, target: Target, injection: Injection) -> list[str]:
+        pid = target.pid
+        low, high = target.runtime
+        settings = {
+            "ncore_mode": str(("auto", "pending", "direct").index(injection.mode)),
+            "ncore_code_file": _quote(injection.code_file),
+            "ncore_code_size": str(len(injection.code)),
+            "ncore_runtime_lo": str(low),
+            "ncore_runtime_hi": str(high),
+            "ncore_futex": str(arch.FUTEX.get(arch.machine(), -1)),
+        }
+        argv = [
+            *self.command, "-nx", "-batch",
+            "-iex", "set debuginfod enabled off",
+            "-iex", f"set sysroot /proc/{pid}/root",
+            "-iex", "set auto-load off",
+            "-iex", "set unwindonsignal on",
+            "-ex", f"file /proc/{pid}/exe",
+            "-ex", f"attach {pid}",
+        ]  # fmt: skip
+        for name, value in settings.items():
+            argv += ["-ex", f"set ${name} = {value}"]
+        return [*argv, "-x", str(scripts_dir() / "inject.gdb"), "-ex", "detach"]
+
+    def inject(self, target: Target, injection: Injection) -> Outcome:
+        argv = self.argv(target, injection)
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        lines: list[tuple[float, str]] = []
+        reader = threading.Thread(target=_read_lines, args=(process, lines), daemon=True)
+        reader.start()
+        try:
+            process.wait(timeout=max(injection.deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            _stop(process, target.pid)
+            reader.join(1)
+            raise TimedOut(
+                f"gdb did not finish within the time limit while injecting into process {target.pid}; "
+                "gdb was killed and the target left running",
+                "see the gdb output with -v; a longer --timeout may help a slow machine",
+            ) from None
+        reader.join(5)
+        return self._outcome(target, argv, lines)
+
+    def _outcome(self, target: Target, argv: list[str], lines: list[tuple[float, str]]) -> Outcome:
+        transcript = [shlex.join(argv)] + [line for _, line in lines]
+        marks = {line.split(" ", 2)[1]: (t, line) for t, line in lines if line.startswith("ncore: ")}
+        text = "\n".join(line for _, line in lines)
+        if "attached" not in marks:
+            if "ptrace: Operation not permitted" in text:
+                raise PermissionDenied(
+                    f"gdb was not allowed to attach to process {target.pid}", permission_hint(target.uid)
+                )
+            raise NcoreError(
+                f"gdb could not attach to process {target.pid}: {_last_error(text)}", "run with -v to see gdb's output"
+            )
+        if "path" not in marks:
+            raise NcoreError(
+                f"gdb attached but could not run the injection: {_last_error(text)}", "run with -v to see gdb's output"
+            )
+        state = marks["state"][1] if "state" in marks else ""
+        path = marks["path"][1].split()[-1]
+        stopped = marks["detached"][0] - marks["attached"][0] if "detached" in marks else None
+        return Outcome("gdb", path, _why(path, state, target), stopped, transcript)
+
+
+def _why(path: str, state: str, target: Target) -> str:
+    values = dict(item.split("=") for item in state.split()[2:] if "=" in item)
+    syscall = int(values.get("syscall", "-1"))
+    where = "running" if syscall < 0 else f"blocked in {arch.syscall_name(syscall)}"
+    if path == "direct":
+        return f"the main thread was {where} with the GIL released, so a pending call would never run"
+    if values.get("gil_waiter") == "1":
+        return "the main thread was waiting for the GIL; it runs the pending call once it has it"
+    if values.get("gil_held") == "1" and syscall >= 0:
+        return f"the main thread was {where} holding the GIL; the pending call runs when that call returns"
+    return f"the main thread was {where}; it runs the pending call at its next safe point"
+
+
+def _last_error(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("ncore:")]
+    return lines[-1] if lines else "gdb printed nothing"
+
+
+def _read_lines(process: subprocess.Popen[str], lines: list[tuple[float, str]]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append((time.monotonic(), line.rstrip("\n")))
+
+
+def _stop(process: subprocess.Popen[str], pid: int) -> None:
+    """Kill gdb (never the target) and make sure the target is not left stopped."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            os.kill(pid, signal.SIGCONT)
+    except (OSError, IndexError):
+        pass

@@ -1,0 +1,255 @@
+"""What ncore knows about a process before touching it, and how it finds that out.
+
+Everything comes from /proc, read without stopping the process. ``inspect`` refuses a
+process that cannot be dumped (gone, ncore itself, a zombie, traced by another
+debugger, not CPython, not ours to trace) with a typed error saying why and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from . import arch
+from .elf import ET_DYN, ElfFile, NotElf, read_elf
+from .errors import AlreadyTraced, NoSuchProcess, NotPython, PermissionDenied
+
+PY_API = frozenset(
+    {"Py_AddPendingCall", "PyRun_SimpleString", "PyGILState_Ensure", "PyGILState_Release", "PyGILState_Check"}
+)
+"""The functions every injection method calls; a process whose executable or libpython
+does not export them is not treated as CPython."""
+
+_WANTED = PY_API | {"_PyRuntime", "Py_Version"}
+_LIBPYTHON = re.compile(r"/libpython(3\.\d+)t?d?\.so")
+_VERSION_IN_NAME = re.compile(r"python(3\.\d+)")
+_CAP_SYS_PTRACE = 19
+
+
+@dataclass(frozen=True)
+class ThreadState:
+    """Where a thread is: running, or blocked in a system call (with its arguments)."""
+
+    running: bool
+    syscall: int | None
+    args: tuple[int, ...]
+    wchan: str
+
+    def describe(self) -> str:
+        if self.running:
+            return "running"
+        if self.syscall is None:
+            return f"blocked ({self.wchan or 'not in a system call'})"
+        return f"blocked in {arch.syscall_name(self.syscall)}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A live CPython process, as found in /proc."""
+
+    pid: int
+    comm: str
+    uid: int
+    gid: int
+    root: str
+    same_mount_namespace: bool
+    python_binary: str
+    version: tuple[int, int] | None
+    runtime: tuple[int, int]
+    """Address range of ``_PyRuntime`` in the process (a GIL waiter's futex lies in it)."""
+
+    @property
+    def version_text(self) -> str:
+        return "unknown" if self.version is None else f"{self.version[0]}.{self.version[1]}"
+
+    def host_path(self, inside: str) -> str:
+        """A path as the target sees it, as the operator can open it.
+
+        In another mount namespace that is ``/proc/PID/root/...``, valid while the target lives.
+        """
+        if self.same_mount_namespace:
+            return os.path.join(self.root, inside.lstrip("/"))
+        return f"/proc/{self.pid}/root{inside}"
+
+    def inside_path(self, host: str) -> str | None:
+        """A path as the operator sees it, as the target sees it; None if the target cannot."""
+        host = os.path.abspath(host)
+        if not self.same_mount_namespace:
+            return None
+        if self.root == "/":
+            return host
+        if host == self.root or host.startswith(self.root + "/"):
+            return "/" + os.path.relpath(host, self.root).lstrip(".")
+        return None
+
+    def alive(self) -> bool:
+        try:
+            return _status(self.pid).get("State", "Z")[0] not in "ZX"
+        except NoSuchProcess:
+            return False
+
+    def main_thread(self) -> ThreadState:
+        return thread_state(self.pid, self.pid)
+
+
+def thread_state(pid: int, tid: int) -> ThreadState:
+    """What thread ``tid`` of ``pid`` is doing, from /proc/PID/task/TID/syscall and wchan."""
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        with open(f"{base}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        fields = []
+    try:
+        with open(f"{base}/wchan") as f:
+            wchan = f.read().strip()
+    except OSError:
+        wchan = ""
+    if not fields or fields[0] == "running":
+        return ThreadState(True, None, (), wchan)
+    number = int(fields[0])
+    if number < 0:
+        return ThreadState(False, None, (), wchan)
+    return ThreadState(False, number, tuple(int(a, 16) for a in fields[1:7]), wchan)
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except FileNotFoundError:
+        raise NoSuchProcess(
+            f"there is no process {pid}", "check the pid with `ps` or `ncore ps`; the process may have exited"
+        ) from None
+
+
+def permission_hint(target_uid: int) -> str:
+    """How to get the right to trace a process owned by ``target_uid``."""
+    if os.geteuid() != 0 and os.geteuid() != target_uid:
+        return f"run ncore as the target's user (uid {target_uid}) or as root (sudo ncore ...)"
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = int(f.read())
+    except (OSError, ValueError):
+        scope = 0
+    if scope >= 3:
+        return "kernel.yama.ptrace_scope is 3: no process may be traced until the next reboot"
+    if not int(_status(os.getpid()).get("CapEff", "0"), 16) >> _CAP_SYS_PTRACE & 1:
+        fix = (
+            "give ncore CAP_SYS_PTRACE: run it as root; in a container add the capability (docker run "
+            "--cap-add=SYS_PTRACE, or capabilities.add: [SYS_PTRACE] in a Kubernetes securityContext)"
+        )
+        if scope:
+            fix += f"; or let processes trace non-children: sysctl kernel.yama.ptrace_scope=0 (now {scope})"
+        return fix
+    return "look for a security module (SELinux, AppArmor, seccomp) that forbids ptrace here"
+
+
+def _mappings(pid: int) -> list[tuple[int, int, str]]:
+    """(start, file offset, path) of every file-backed mapping."""
+    found = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                start = int(parts[0].split("-")[0], 16)
+                found.append((start, int(parts[2], 16), parts[5].rstrip("\n")))
+    return found
+
+
+def _python_binary(pid: int, maps: list[tuple[int, int, str]]) -> tuple[ElfFile, str, int]:
+    """The ELF file that exports the Py* API, its path inside the target, and its load bias."""
+    exe_inside = os.readlink(f"/proc/{pid}/exe")
+    candidates = sorted({path for _, _, path in maps if _LIBPYTHON.search(path)})
+    candidates.append(exe_inside)
+    for inside in candidates:
+        deleted = inside.endswith(" (deleted)")
+        if inside == exe_inside:
+            host = f"/proc/{pid}/exe"
+        elif deleted:
+            start = min(s for s, _, p in maps if p == inside)
+            host = next(
+                f"/proc/{pid}/map_files/{line}"
+                for line in os.listdir(f"/proc/{pid}/map_files")
+                if int(line.split("-")[0], 16) == start
+            )
+        else:
+            host = f"/proc/{pid}/root{inside}"
+        try:
+            elf = read_elf(host, _WANTED)
+        except (OSError, NotElf):
+            continue
+        if elf.symbols.keys() >= PY_API:
+            bias = 0
+            if elf.type == ET_DYN:
+                path = inside.removesuffix(" (deleted)")
+                starts = [s for s, offset, p in maps if p.removesuffix(" (deleted)") == path and offset == 0]
+                bias = min(starts) - (elf.first_load_vaddr & ~0xFFF) if starts else 0
+            return elf, inside, bias
+    raise NotPython(
+        f"process {pid} ({os.path.basename(exe_inside)}) does not look like CPython: neither its executable nor a "
+        "mapped libpython exports the Py* API ncore calls",
+        "ncore dumps CPython processes only; check the pid (`ncore ps` lists the Python processes)",
+    )
+
+
+def _version(elf: ElfFile, name: str) -> tuple[int, int] | None:
+    symbol = elf.symbols.get("Py_Version")
+    data = elf.read(symbol.value, 4) if symbol is not None else None
+    if data is not None and len(data) == 4:
+        hexversion = int.from_bytes(data, "little")
+        return hexversion >> 24, hexversion >> 16 & 0xFF
+    found = _VERSION_IN_NAME.search(name)
+    if found:
+        major, minor = found.group(1).split(".")
+        return int(major), int(minor)
+    return None
+
+
+def inspect(pid: int) -> Target:
+    """Everything ncore needs to know about ``pid`` before attaching; refuses what it must."""
+    if pid == os.getpid():
+        raise NotPython("that pid is ncore itself", "give the pid of the Python process to dump")
+    status = _status(pid)
+    comm = status.get("Name", "?")
+    state = status.get("State", "?")
+    uid = int(status.get("Uid", "0").split()[1])
+    gid = int(status.get("Gid", "0").split()[1])
+    if state[0] in "ZX":
+        raise NotPython(
+            f"process {pid} ({comm}) is a zombie: it has exited and only waits for its parent to collect it",
+            "there is nothing left to dump; look for the dump it may have written, or at its parent",
+        )
+    tracer = int(status.get("TracerPid", "0"))
+    if tracer:
+        tracer_name = _status(tracer).get("Name", "?") if os.path.exists(f"/proc/{tracer}") else "?"
+        raise AlreadyTraced(
+            f"process {pid} ({comm}) is already traced by process {tracer} ({tracer_name}): "
+            "another debugger is attached",
+            f"detach that debugger (or end process {tracer}) and run ncore again",
+        )
+    try:
+        maps = _mappings(pid)
+        elf, inside, bias = _python_binary(pid, maps)
+        root = os.readlink(f"/proc/{pid}/root")
+        same_ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino
+    except PermissionError:
+        raise PermissionDenied(
+            f"not allowed to inspect process {pid} ({comm}, uid {uid})", permission_hint(uid)
+        ) from None
+    except FileNotFoundError:
+        raise NoSuchProcess(f"process {pid} exited while ncore was looking at it") from None
+    runtime = elf.symbols.get("_PyRuntime")
+    start = bias + runtime.value if runtime is not None else 0
+    return Target(
+        pid=pid,
+        comm=comm,
+        uid=uid,
+        gid=gid,
+        root=root,
+        same_mount_namespace=same_ns,
+        python_binary=inside,
+        version=_version(elf, inside),
+        runtime=(start, start + (runtime.size if runtime is not None else 0)),
+    )

@@ -1,0 +1,108 @@
+"""Fixtures for tests that run ncore against real target processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import Processes
+from ..interpreters import CHROOT, ROOT, Interpreter, Workspace, missing
+
+CHROOT_GDB = ROOT / "tests" / "chroot" / "gdb"
+
+
+def chroot_gdb() -> str:
+    """The modern gdb the tests use (the host's gdb 13 cannot call functions on AMX CPUs)."""
+    if not (CHROOT / ".provisioned").exists():
+        missing("the sid chroot with its gdb is not provisioned (run `make chroot` as root)")
+    return str(CHROOT_GDB)
+
+
+@dataclass
+class Service:
+    """A running target from tests/targets/service.py."""
+
+    process: subprocess.Popen[str]
+    space: Workspace
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def progress(self) -> int:
+        path = self.space.work / "progress"
+        return int(path.read_text()) if path.exists() else 0
+
+    def state(self) -> str:
+        with open(f"/proc/{self.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    def wait_for_progress_after(self, count: int, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.progress()
+            if now > count:
+                return now
+            time.sleep(0.05)
+        pytest.fail(f"process {self.pid} made no progress past {count} in {timeout} s")
+
+
+def wait_for_ready(process: subprocess.Popen[str], timeout: float = 60) -> None:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"the target did not start (said {line!r}): {err}")
+
+
+@pytest.fixture
+def start_service(processes: Processes, workspace_for: Any) -> Any:
+    """``start_service(interpreter, kind, with_pypanic=True)``: a ready Service, reaped at teardown."""
+
+    def start(interpreter: Interpreter, kind: str, with_pypanic: bool = True) -> Service:
+        space = workspace_for(interpreter)
+        process = processes.start(space.command("service.py", kind, with_pypanic=with_pypanic))
+        wait_for_ready(process)
+        return Service(process, space)
+
+    return start
+
+
+@dataclass
+class NcoreRun:
+    returncode: int
+    record: dict[str, Any]
+    stdout: str
+    stderr: str
+
+
+def run_ncore(*args: str, gdb: str | None = None, timeout: float = 120, user: str | None = None) -> NcoreRun:
+    """Run the real ncore command (``python -m ncore --json ...``) and parse its record."""
+    env = {**os.environ}
+    if gdb is not None:
+        env["NCORE_GDB"] = gdb
+    argv = [sys.executable, "-m", "ncore", "--json", *args]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    try:
+        record = json.loads(done.stdout) if done.stdout.strip() else {}
+    except ValueError:
+        pytest.fail(f"ncore --json printed something else: {done.stdout!r} {done.stderr!r}")
+    return NcoreRun(done.returncode, record, done.stdout, done.stderr)
+
+
+def load_dump(path: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(path).read_text(), parse_constant=pytest.fail)
+    return data

@@ -1,0 +1,94 @@
+"""A long-running program for ncore to dump, doing the work its first argument names.
+
+    python service.py KIND
+
+KIND is one of: busy, sleep, select, event, accept, main-blocked-worker-busy, both-busy,
+churn, gil-hog (a C call that holds the GIL for hours). It registers state when pypanic
+is importable, prints ``ready`` once it is about to do its work, and, where it makes
+progress, writes a counter to the file ``progress`` in its working directory, so a test
+can see it still works after a snapshot.
+"""
+
+import os
+import select
+import socket
+import sys
+import threading
+import time
+
+try:
+    import pypanic
+except ImportError:
+    pypanic = None  # type: ignore[assignment]
+
+KIND = sys.argv[1]
+
+
+def record_progress(count: int) -> None:
+    with open("progress.tmp", "w") as f:
+        f.write(str(count))
+    os.replace("progress.tmp", "progress")
+
+
+def busy(name: str) -> None:
+    count = 0
+    last = time.monotonic()
+    while True:
+        count += 1
+        if pypanic is not None:
+            pypanic.panicDbg.set(f"{name}-iter", count)
+        if time.monotonic() - last > 0.05:
+            record_progress(count)
+            last = time.monotonic()
+
+
+def spin() -> None:
+    count = 0
+    while True:
+        count += 1
+
+
+def churn() -> None:
+    count = 0
+    last = time.monotonic()
+    keep = []
+    while True:
+        count += 1
+        keep.append({"n": count, "items": [str(i) for i in range(20)], "blob": bytes(64)})
+        if len(keep) > 500:
+            del keep[:250]
+        if time.monotonic() - last > 0.05:
+            record_progress(count)
+            last = time.monotonic()
+
+
+def main() -> None:
+    if pypanic is not None:
+        pypanic.panicDbg.set("service.kind", KIND)
+        pypanic.panicDbg.set("service.config", {"workers": 2, "tags": ("a", "b"), "limit": 1.5})
+    if KIND in ("main-blocked-worker-busy", "both-busy"):
+        threading.Thread(target=spin, name="busy-worker", daemon=True).start()
+    reader, _ = os.pipe()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    print("ready", flush=True)
+    if KIND in ("busy", "both-busy"):
+        busy("main")
+    elif KIND in ("sleep", "main-blocked-worker-busy"):
+        time.sleep(1000)
+    elif KIND == "select":
+        select.select([reader], [], [], 1000)
+    elif KIND == "event":
+        threading.Event().wait()
+    elif KIND == "accept":
+        server.accept()
+    elif KIND == "churn":
+        churn()
+    elif KIND == "gil-hog":
+        sum(range(10**15))
+    else:
+        raise SystemExit(f"unknown kind {KIND!r}")
+
+
+main()
