@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -32,14 +33,8 @@ class Processes:
         self.started: list[subprocess.Popen[str]] = []
 
     def start(self, argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
-        process: subprocess.Popen[str] = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            **kwargs,  # type: ignore[call-overload]
-        )
+        options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+        process: subprocess.Popen[str] = subprocess.Popen(argv, text=True, start_new_session=True, **options)
         self.started.append(process)
         return process
 

@@ -14,7 +14,7 @@ import threading
 import time
 
 from . import _config, _dump
-from ._log import log
+from ._log import StderrLog
 from ._registry import Registry, shared
 from ._serialize import describe_error
 from ._stacks import error_text, traceback_of_caller
@@ -57,6 +57,7 @@ def _as_exception(message: str, err: object) -> BaseException:
 
 def _write(registry: Registry, label: str, reason: str, exc: BaseException, directory: str | None) -> str:
     level, noun = ("CRIT", "core dump") if label == "PANIC" else ("INFO", "dump")
+    log = StderrLog()
     settings = _config.resolve(registry)
     now = time.time()
     error = error_text(exc)
@@ -95,7 +96,7 @@ def panic(message: str, err: object = None, *, directory: str | None = None, rep
         if report is not None:
             report(path, None)
     except BaseException as e:
-        log("CRIT", f"error during panic: {describe_error(e)}")
+        StderrLog()("CRIT", f"error during panic: {describe_error(e)}")
         if report is not None:
             report(None, describe_error(e))
     finally:

@@ -72,7 +72,8 @@ def start_service(processes: Processes, workspace_for: Any) -> Any:
 
     def start(interpreter: Interpreter, kind: str, with_pypanic: bool = True) -> Service:
         space = workspace_for(interpreter)
-        process = processes.start(space.command("service.py", kind, with_pypanic=with_pypanic))
+        with open(space.host / "stderr", "w") as stderr:
+            process = processes.start(space.command("service.py", kind, with_pypanic=with_pypanic), stderr=stderr)
         wait_for_ready(process)
         return Service(process, space)
 

@@ -83,6 +83,14 @@ def test_full_disk_everywhere_still_exits_with_the_panic_status(processes, works
     assert list(small_tmpfs.iterdir()) == []
 
 
+def test_a_stderr_nobody_reads_does_not_block_dumps(processes, workspace_for):
+    """200 dumps log far more than a pipe holds; with nobody reading, none of them hangs."""
+    space = workspace_for(PYTHON)
+    process = processes.start(space.command("crash.py", "dump-many"))
+    assert process.wait(timeout=120) == 0
+    assert len(space.dumps()) == 200
+
+
 def test_file_size_limit_is_a_failure_not_a_crash(processes, workspace_for):
     """RLIMIT_FSIZE below the dump's size: write fails with EFBIG, the process exits 1."""
 

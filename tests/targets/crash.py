@@ -91,6 +91,10 @@ def main(mode):
         path = pypanic.dump("second snapshot")
         print(f"dumped {path}", flush=True)
         print("still running", flush=True)
+    elif mode == "dump-many":
+        for _ in range(200):
+            pypanic.dump("nobody reads my stderr")
+        print("all dumped", flush=True)
     elif mode == "keyboard":
         raise KeyboardInterrupt
     elif mode == "keyboard-panic":

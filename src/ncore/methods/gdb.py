@@ -157,8 +157,8 @@ def _why(path: str, state: str, target: Target) -> str:
         return f"the main thread was {where} with the GIL released, so a pending call would never run"
     if values.get("gil_waiter") == "1":
         return "the main thread was waiting for the GIL; it runs the pending call once it has it"
-    if values.get("gil_held") == "1" and syscall >= 0:
-        return f"the main thread was {where} holding the GIL; the pending call runs when that call returns"
+    if values.get("gil_held") == "1":
+        return f"the main thread was {where} holding the GIL; it runs the pending call at its next safe point"
     return f"the main thread was {where}; it runs the pending call at its next safe point"
 
 
