@@ -70,10 +70,11 @@ def wait_for_ready(process: subprocess.Popen[str], timeout: float = 60) -> None:
 def start_service(processes: Processes, workspace_for: Any) -> Any:
     """``start_service(interpreter, kind, with_pypanic=True)``: a ready Service, reaped at teardown."""
 
-    def start(interpreter: Interpreter, kind: str, with_pypanic: bool = True) -> Service:
+    def start(interpreter: Interpreter, kind: str, with_pypanic: bool = True, prefix: tuple[str, ...] = ()) -> Service:
         space = workspace_for(interpreter)
+        argv = [*prefix, *space.command("service.py", kind, with_pypanic=with_pypanic)]
         with open(space.host / "stderr", "w") as stderr:
-            process = processes.start(space.command("service.py", kind, with_pypanic=with_pypanic), stderr=stderr)
+            process = processes.start(argv, stderr=stderr)
         wait_for_ready(process)
         return Service(process, space)
 
@@ -88,7 +89,9 @@ class NcoreRun:
     stderr: str
 
 
-def run_ncore(*args: str, gdb: str | None = None, timeout: float = 120, user: str | None = None) -> NcoreRun:
+def run_ncore(
+    *args: str, gdb: str | None = None, timeout: float = 120, user: str | None = None, cwd: Path | None = None
+) -> NcoreRun:
     """Run the real ncore command (``python -m ncore --json ...``) and parse its record."""
     env = {**os.environ}
     if gdb is not None:
@@ -96,7 +99,7 @@ def run_ncore(*args: str, gdb: str | None = None, timeout: float = 120, user: st
     argv = [sys.executable, "-m", "ncore", "--json", *args]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False, cwd=cwd)
     try:
         record = json.loads(done.stdout) if done.stdout.strip() else {}
     except ValueError:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ..interpreters import ALL, HOST
+from ..interpreters import ALL, HOST, missing
 from .conftest import chroot_gdb, load_dump, run_ncore
 
 BLOCKED = ["sleep", "select", "event", "accept", "main-blocked-worker-busy"]
@@ -20,7 +20,7 @@ MESSAGE = "core dump initiated at user request"
 def test_panic_dump_of_every_target_kind(start_service, interpreter, kind):
     """ncore PID: the target writes its dump with its registered state and exits 1."""
     service = start_service(interpreter, kind)
-    run = run_ncore(str(service.pid), gdb=chroot_gdb())
+    run = run_ncore("--method", "gdb", str(service.pid), gdb=chroot_gdb())
     assert run.returncode == 0, run.stdout + run.stderr
     record = run.record
     assert record["status"] == "dumped" and record["method"] == "gdb"
@@ -48,7 +48,7 @@ def test_panic_dump_of_every_target_kind(start_service, interpreter, kind):
 def test_target_without_pypanic_gets_the_carried_copy(start_service, interpreter, kind):
     """A process that never imported pypanic (and cannot) still gives a full dump."""
     service = start_service(interpreter, kind, with_pypanic=False)
-    run = run_ncore(str(service.pid), gdb=chroot_gdb())
+    run = run_ncore("--method", "gdb", str(service.pid), gdb=chroot_gdb())
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.record["pypanic"] == "carried"
     assert service.process.wait(timeout=30) == 1
@@ -66,7 +66,7 @@ def test_keep_running_snapshots(start_service, interpreter, kind):
     paths = []
     for _ in range(2):
         before = service.progress()
-        run = run_ncore("--keep-running", str(service.pid), gdb=chroot_gdb())
+        run = run_ncore("--method", "gdb", "--keep-running", str(service.pid), gdb=chroot_gdb())
         assert run.returncode == 0, run.stdout + run.stderr
         assert run.record["target_exited"] is False
         paths.append(run.record["path"])
@@ -77,3 +77,16 @@ def test_keep_running_snapshots(start_service, interpreter, kind):
     data = load_dump(paths[1])
     assert data["panic.reason"] == "snapshot"
     assert service.state() in "RS"
+
+
+def test_target_in_another_mount_namespace(start_service, tmp_path):
+    """A target in its own mount namespace (as in a container): the panic dump is copied
+    out into ncore's directory before the target exits, and the path printed is the copy."""
+    if os.geteuid() != 0:
+        missing("unshare needs root")
+    service = start_service(HOST[3], "busy", prefix=("unshare", "--mount", "--propagation", "private"))
+    run = run_ncore("--method", "gdb", str(service.pid), gdb=chroot_gdb(), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.record["path"] == str(tmp_path / f"ncore.{service.pid}")
+    assert service.process.wait(timeout=30) == 1
+    assert load_dump(run.record["path"])["service.kind"] == "busy"

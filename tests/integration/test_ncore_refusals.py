@@ -8,9 +8,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from ..interpreters import HOST, IN_CHROOT
+from ..interpreters import HOST, IN_CHROOT, missing
 from .conftest import chroot_gdb, load_dump, run_ncore
 
 PYTHON = HOST[0]
@@ -99,7 +97,7 @@ def test_another_tracer_is_refused(start_service):
 def test_permission_denied_names_the_fix(start_service):
     """ncore run as another user against root's process: exit 5, with the fix."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to run ncore as another user")
+        missing("running ncore as another user needs root")
     service = start_service(PYTHON, "busy")
     run = run_ncore(str(service.pid), gdb=chroot_gdb(), user="65534")
     assert run.returncode == 5, run.stdout + run.stderr
@@ -123,7 +121,7 @@ def test_timeout_leaves_the_target_running(start_service):
     exit 7 after --timeout, target running and not stopped, no dump ever appears."""
     service = start_service(PYTHON, "gil-hog")
     started = time.monotonic()
-    run = run_ncore("--timeout", "3", str(service.pid), gdb=chroot_gdb())
+    run = run_ncore("--method", "gdb", "--timeout", "3", str(service.pid), gdb=chroot_gdb())
     assert run.returncode == 7, run.stdout + run.stderr
     assert time.monotonic() - started < 60
     assert "did not run the dump in time" in run.record["error"]

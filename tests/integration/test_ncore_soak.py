@@ -23,7 +23,7 @@ def test_snapshots_do_no_harm(start_service, kind, count):
     gdb = chroot_gdb()
     progress = service.progress()
     for n in range(count):
-        run = run_ncore("--keep-running", "--timeout", "30", str(service.pid), gdb=gdb)
+        run = run_ncore("--method", "gdb", "--keep-running", "--timeout", "30", str(service.pid), gdb=gdb)
         assert run.returncode == 0, f"snapshot {n}: {run.stdout} {run.stderr}"
         assert service.process.poll() is None, f"the target died after snapshot {n}"
         if n % 50 == 49 and kind == "churn":

@@ -1,0 +1,117 @@
+"""ncore's parts that need no target: ELF reading, the gdb rules, paths, the injected code."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import pypanic._panic
+from ncore import payload
+from ncore.elf import ET_DYN, ET_EXEC, NotElf, read_elf
+from ncore.errors import MethodUnavailable
+from ncore.methods import Injection, choose
+from ncore.methods.gdb import Gdb, call_problem, scripts_dir
+from ncore.session import injected_code
+from ncore.target import PY_API, Target
+
+from .interpreters import HOST
+
+
+def make_target(root: str = "/", same_namespace: bool = True) -> Target:
+    return Target(1234, "python3", 0, 0, root, same_namespace, "/usr/bin/python3", (3, 11), (4096, 8192))
+
+
+def test_dynsym_of_a_shared_libpython_and_a_static_python():
+    """Both symbol situations: pyenv's shared libpython, Debian's static non-PIE binary."""
+    libpython = next(Path(HOST[3].path).parent.parent.glob("lib/libpython3.*.so.1.0"))
+    shared = read_elf(str(libpython), PY_API | {"_PyRuntime"})
+    assert shared.type == ET_DYN
+    assert shared.symbols.keys() >= PY_API
+    assert shared.symbols["_PyRuntime"].size > 1000
+    HOST[-1].require()
+    static = read_elf("/usr/bin/python3.11", PY_API)
+    assert static.type == ET_EXEC and static.symbols.keys() >= PY_API
+
+
+def test_undefined_symbols_are_skipped():
+    """A PIE python that imports the API from libpython does not count as exporting it."""
+    executable = read_elf(HOST[3].path, PY_API)
+    assert not executable.symbols.keys() >= PY_API
+
+
+def test_not_elf(tmp_path):
+    """A text file is refused with NotElf."""
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    with pytest.raises(NotElf):
+        read_elf(str(tmp_path / "script"))
+
+
+@pytest.mark.parametrize(
+    ("version", "xsave", "refused"),
+    [
+        ((13, 1), 11008, True),
+        ((13, 1), 872, False),
+        ((13, 1), None, False),
+        ((14, 0), 11008, False),
+        ((18, 1), 11008, False),
+    ],
+)
+def test_gdb_before_14_is_refused_only_on_large_xsave_areas(version, xsave, refused):
+    """gdb 13 with an AMX-sized XSAVE area: refused, naming both sizes and the fix."""
+    problem = call_problem(version, xsave)
+    assert (problem is not None) == refused
+    if problem:
+        assert "11008 bytes" in problem and "2696" in problem and "gdb 14 or later" in problem
+
+
+def test_gdb_command_line():
+    """Batch mode, no init files, no debuginfod, the target's root as sysroot, inputs as variables."""
+    argv = Gdb("gdb").argv(make_target(), Injection(b"pass", '/tmp/a "b"', "auto", 0.0))
+    text = " ".join(argv)
+    assert argv[:3] == ["gdb", "-nx", "-batch"]
+    assert "set debuginfod enabled off" in argv and "set sysroot /proc/1234/root" in argv
+    assert 'set $ncore_code_file = "/tmp/a \\"b\\""' in argv
+    assert "set $ncore_runtime_lo = 4096" in argv and "attach 1234" in text
+    assert argv[-4:] == ["-x", str(scripts_dir() / "inject.gdb"), "-ex", "detach"]
+
+
+def test_no_method_can_serve_names_every_reason():
+    """choose() lists why each method failed and what to do."""
+    with pytest.raises(MethodUnavailable) as caught:
+        choose("auto", make_target(), [Gdb("/nonexistent/gdb")])
+    assert "gdb: /nonexistent/gdb was not found" in caught.value.message
+    with pytest.raises(MethodUnavailable, match="there is no method 'lldb'"):
+        choose("lldb", make_target(), [Gdb("/nonexistent/gdb")])
+
+
+def test_paths_between_operator_and_target():
+    """Same namespace: root-joined both ways; another namespace: /proc/PID/root."""
+    chrooted = make_target(root="/srv/jail")
+    assert chrooted.host_path("/tmp/ncore.1") == "/srv/jail/tmp/ncore.1"
+    assert chrooted.inside_path("/srv/jail/data") == "/data"
+    assert chrooted.inside_path("/elsewhere") is None
+    assert make_target().inside_path("/data") == "/data"
+    assert make_target(same_namespace=False).host_path("/tmp/x") == "/proc/1234/root/tmp/x"
+
+
+def test_injected_code_binds_nothing_and_swallows_everything():
+    """The code PyRun_SimpleString runs leaves __main__'s namespace as it was, even when
+    the payload is missing."""
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(injected_code("/nonexistent/ncore.dir"), namespace)
+    assert set(namespace) == {"__name__", "__builtins__"}
+
+
+def test_payload_and_library_agree_on_the_protocol():
+    """The payload only uses a pypanic that speaks its protocol."""
+    assert payload.PROTOCOL == pypanic._panic.NCORE_PROTOCOL
+
+
+def test_payload_compiles_on_the_oldest_supported_python():
+    """The payload is plain enough for Python 3.9 (the targets' oldest)."""
+    HOST[0].require()
+    check = f"compile(open({payload.__file__!r}).read(), 'payload.py', 'exec')"
+    done = subprocess.run([HOST[0].path, "-c", check], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
