@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +111,15 @@ class Workspace:
 
     def remove(self) -> None:
         shutil.rmtree(self.host, ignore_errors=True)
+
+
+def run_with_pypanic(code: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (this one) that can import pypanic from src/."""
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code],
+        env={"PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from .interpreters import SRC
+from .interpreters import run_with_pypanic
 
 HEAVY = ["click", "rich", "ctypes", "psutil", "json", "asyncio", "traceback", "linecache", "typing"]
 
 
 def loaded_after(code: str) -> set[str]:
     program = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-S", "-c", program],
-        env={"PYTHONPATH": str(SRC)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = run_with_pypanic(program, "-S")
+    assert out.returncode == 0, out.stderr
     return set(out.stdout.split())
 
 
 def test_import_loads_nothing_heavy():
-    """The registry needs only threading; click, rich, ctypes, psutil, json stay out."""
+    """The registry needs only _thread; click, rich, ctypes, psutil, json stay out."""
     before = loaded_after("")
     after = loaded_after("import pypanic")
     assert not (after - before) & set(HEAVY)
@@ -43,12 +34,5 @@ def test_asyncio_imported_later_is_patched():
         "import pypanic; pypanic.enable_panic_on_crash(); import asyncio.base_events as b; "
         "print(hasattr(b.BaseEventLoop.default_exception_handler, '__pypanic_original__'))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", program],
-        env={"PYTHONPATH": str(SRC)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_with_pypanic(program)
     assert out.stdout.strip() == "True", out.stderr

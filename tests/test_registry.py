@@ -5,14 +5,13 @@ from __future__ import annotations
 import builtins
 import importlib
 import importlib.util
-import subprocess
 import sys
 import threading
 
 import pypanic
 from pypanic import panicDbg
 
-from .interpreters import SRC
+from .interpreters import SRC, run_with_pypanic
 
 
 def test_set_replaces_and_get_reads():
@@ -110,12 +109,5 @@ threads = [threading.Thread(target=load) for _ in range(8)]
 [t.join() for t in threads]
 print(len(set(found)), len(found))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={"PYTHONPATH": str(SRC)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_with_pypanic(code)
     assert out.stdout.split() == ["1", "8"], out.stderr

@@ -146,49 +146,44 @@ def permission_hint(target_uid: int) -> str:
     return "look for a security module (SELinux, AppArmor, seccomp) that forbids ptrace here"
 
 
-def _mappings(pid: int) -> list[tuple[int, int, str]]:
-    """(start, file offset, path) of every file-backed mapping."""
+def _mappings(pid: int) -> list[tuple[str, int, str]]:
+    """(address range as /proc/PID/map_files names it, file offset, path) of every file-backed mapping."""
     found = []
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
             parts = line.split(None, 5)
             if len(parts) == 6 and parts[5].startswith("/"):
-                start = int(parts[0].split("-")[0], 16)
-                found.append((start, int(parts[2], 16), parts[5].rstrip("\n")))
+                start, end = (int(a, 16) for a in parts[0].split("-"))
+                found.append((f"{start:x}-{end:x}", int(parts[2], 16), parts[5].rstrip("\n")))
     return found
 
 
-def _python_binary(pid: int, maps: list[tuple[int, int, str]]) -> tuple[ElfFile, str, int]:
-    """The ELF file that exports the Py* API, its path inside the target, and its load bias."""
-    exe_inside = os.readlink(f"/proc/{pid}/exe")
-    candidates = sorted({path for _, _, path in maps if _LIBPYTHON.search(path)})
-    candidates.append(exe_inside)
-    for inside in candidates:
-        deleted = inside.endswith(" (deleted)")
-        if inside == exe_inside:
-            host = f"/proc/{pid}/exe"
-        elif deleted:
-            start = min(s for s, _, p in maps if p == inside)
-            host = next(
-                f"/proc/{pid}/map_files/{line}"
-                for line in os.listdir(f"/proc/{pid}/map_files")
-                if int(line.split("-")[0], 16) == start
-            )
-        else:
-            host = f"/proc/{pid}/root{inside}"
+def _python_binary(pid: int, maps: list[tuple[str, int, str]]) -> tuple[ElfFile, str, int]:
+    """The ELF file that exports the Py* API, its path as /proc shows it, and its load bias.
+
+    A mapped file is opened through /proc/PID/map_files, which works whatever root or
+    mount namespace the target is in and even when the file was deleted (an upgrade).
+    """
+    first_mapping = {}
+    for addresses, offset, path in maps:
+        if offset == 0 and path not in first_mapping:
+            first_mapping[path] = addresses
+    libraries = sorted(path for path in first_mapping if _LIBPYTHON.search(path))
+    exe = os.readlink(f"/proc/{pid}/exe")
+    for path in [*libraries, exe]:
+        mapped = first_mapping.get(path)
+        opened = f"/proc/{pid}/map_files/{mapped}" if mapped else f"/proc/{pid}/exe"
         try:
-            elf = read_elf(host, _WANTED)
+            elf = read_elf(opened, _WANTED)
         except (OSError, NotElf):
             continue
         if elf.symbols.keys() >= PY_API:
             bias = 0
-            if elf.type == ET_DYN:
-                path = inside.removesuffix(" (deleted)")
-                starts = [s for s, offset, p in maps if p.removesuffix(" (deleted)") == path and offset == 0]
-                bias = min(starts) - (elf.first_load_vaddr & ~0xFFF) if starts else 0
-            return elf, inside, bias
+            if elf.type == ET_DYN and mapped:
+                bias = int(mapped.split("-")[0], 16) - (elf.first_load_vaddr & ~0xFFF)
+            return elf, path, bias
     raise NotPython(
-        f"process {pid} ({os.path.basename(exe_inside)}) does not look like CPython: neither its executable nor a "
+        f"process {pid} ({os.path.basename(exe)}) does not look like CPython: neither its executable nor a "
         "mapped libpython exports the Py* API ncore calls",
         "ncore dumps CPython processes only; check the pid (`ncore ps` lists the Python processes)",
     )

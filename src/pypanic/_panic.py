@@ -55,10 +55,11 @@ def _as_exception(message: str, err: object) -> BaseException:
     return exc
 
 
-def _write(registry: Registry, label: str, reason: str, exc: BaseException, directory: str | None) -> str:
+def _write(
+    registry: Registry, settings: _config.Settings, label: str, reason: str, exc: BaseException, directory: str | None
+) -> str:
     level, noun = ("CRIT", "core dump") if label == "PANIC" else ("INFO", "dump")
     log = StderrLog()
-    settings = _config.resolve(registry)
     now = time.time()
     error = error_text(exc)
     log(level, f"{label}: {reason}: {error}")
@@ -73,26 +74,31 @@ def _write(registry: Registry, label: str, reason: str, exc: BaseException, dire
     return path
 
 
+def _enter(what: str) -> tuple[Registry, int]:
+    """The registry and this thread's ident; NestedPanic when this thread is already dumping."""
+    registry = shared()
+    me = threading.get_ident()
+    if registry.guard.owner == me or me in registry.guard.dumping:
+        raise NestedPanic(f"{what}() was called while this thread was writing a dump")
+    return registry, me
+
+
 def panic(message: str, err: object = None, *, directory: str | None = None, report: Report | None = None) -> NoReturn:
     """Write a dump and end the process (see ``pypanic.panic``).
 
     ``report(path, error)`` is called once the file is complete (or could not be
     written), before the exit: ncore's handshake.
     """
-    registry = shared()
-    guard = registry.guard
-    me = threading.get_ident()
-    if guard.owner == me or me in guard.dumping:
-        raise NestedPanic("panic() was called while this thread was writing a dump")
+    registry, me = _enter("panic")
     exc = _as_exception(message, err)
     reason = "explicit panic" if err is None else message
-    guard.lock.acquire()
-    guard.owner = me
+    registry.guard.lock.acquire()
+    registry.guard.owner = me
     status, abort = 1, False
     try:
         settings = _config.resolve(registry)
         status, abort = settings.exit_status, settings.abort
-        path = _write(registry, "PANIC", reason, exc, directory)
+        path = _write(registry, settings, "PANIC", reason, exc, directory)
         if report is not None:
             report(path, None)
     except BaseException as e:
@@ -112,22 +118,18 @@ def panic(message: str, err: object = None, *, directory: str | None = None, rep
 
 def dump(message: str, err: object = None, *, directory: str | None = None, report: Report | None = None) -> str:
     """Write a dump, keep running, and return the dump's path (see ``pypanic.dump``)."""
-    registry = shared()
-    guard = registry.guard
-    me = threading.get_ident()
-    if guard.owner == me or me in guard.dumping:
-        raise NestedPanic("dump() was called while this thread was writing a dump")
+    registry, me = _enter("dump")
     exc = _as_exception(message, err)
     reason = "snapshot" if err is None else message
-    guard.dumping.add(me)
+    registry.guard.dumping.add(me)
     try:
-        path = _write(registry, "DUMP", reason, exc, directory)
+        path = _write(registry, _config.resolve(registry), "DUMP", reason, exc, directory)
     except BaseException as e:
         if report is not None:
             report(None, describe_error(e))
         raise
     finally:
-        guard.dumping.discard(me)
+        registry.guard.dumping.discard(me)
     if report is not None:
         report(path, None)
     return path

@@ -16,6 +16,7 @@ from .conftest import chroot_gdb, run_ncore
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize(("kind", "count"), [("churn", 300), ("both-busy", 100)])
 def test_snapshots_do_no_harm(start_service, kind, count):
     """``count`` snapshots with ``ncore --keep-running``, each one a complete dump."""
