@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,10 +45,11 @@ def start(kind: str, work: str) -> subprocess.Popen[str]:
 
 
 def ncore_once(pid: int, gdb: str) -> tuple[float, float]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "ncore", "--json", "--keep-running", "--gdb", gdb, str(pid)],
-        capture_output=True, text=True, timeout=60, check=True,
+        [sys.executable, "-m", "ncore", "--json", "--method", "gdb", "--keep-running", "--gdb", gdb, str(pid)],
+        capture_output=True, text=True, timeout=60, check=True, env=env,
     )  # fmt: skip
     elapsed = time.perf_counter() - began
     return elapsed, json.loads(done.stdout)["stopped_seconds"]
@@ -64,17 +67,26 @@ def baseline_once(pid: int, gdb: str, work: str) -> tuple[float, float] | str:
     ]  # fmt: skip
     before = len(list(Path(work).glob("ncore.*")))
     began = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    marks = {}
-    assert process.stdout is not None
-    try:
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    marks: dict[str, float] = {}
+
+    def read() -> None:
+        assert process.stdout is not None
         for line in process.stdout:
             if line.startswith("MARK "):
                 marks[line.split()[1]] = time.perf_counter()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         return "hung"
+    reader.join(5)
     elapsed = time.perf_counter() - began
     if len(list(Path(work).glob("ncore.*"))) == before or "detached" not in marks:
         return "failed"
@@ -98,6 +110,8 @@ def measure(kind: str, runs: int, gdb: str) -> list[str]:
                 theirs.append(outcome)
         target.kill()
         target.wait()
+        if target.stdout is not None:
+            target.stdout.close()
 
     def median(values: list[tuple[float, float]], i: int) -> str:
         return f"{statistics.median(v[i] for v in values) * 1000:.0f} ms" if values else "n/a"

@@ -24,7 +24,12 @@ printf "ncore: attached\n"
 thread 1
 set $ncore_in_syscall = $orig_rax >= 0
 set $ncore_gil_waiter = $ncore_in_syscall && $orig_rax == $ncore_futex && $rdi >= $ncore_runtime_lo && $rdi < $ncore_runtime_hi
-set $ncore_gil_held = (int) PyGILState_Check()
+# Each call costs the target stopped time; the GIL question matters only in a system call.
+if $ncore_in_syscall
+  set $ncore_gil_held = (int) PyGILState_Check()
+else
+  set $ncore_gil_held = -1
+end
 printf "ncore: state syscall=%ld gil_held=%d gil_waiter=%d\n", $orig_rax, $ncore_gil_held, $ncore_gil_waiter
 
 set $ncore_direct = $ncore_mode == 2 || ($ncore_mode == 0 && $ncore_in_syscall && !$ncore_gil_held && !$ncore_gil_waiter)

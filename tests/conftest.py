@@ -13,7 +13,15 @@ import pytest
 
 import pypanic
 
-from .interpreters import Interpreter, Workspace
+from .interpreters import CHROOT, RUN_IN, Interpreter, Workspace
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unmount_chroot_proc() -> Iterator[None]:
+    """Targets in the chroot need /proc mounted there; leave nothing mounted afterwards."""
+    yield
+    if os.path.ismount(CHROOT / "proc"):
+        subprocess.run([str(RUN_IN), "--umount", str(CHROOT)], check=False, timeout=60)
 
 
 @pytest.fixture(autouse=True)

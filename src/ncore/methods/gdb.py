@@ -157,8 +157,13 @@ def _why(path: str, state: str, target: Target) -> str:
         return f"the main thread was {where} with the GIL released, so a pending call would never run"
     if values.get("gil_waiter") == "1":
         return "the main thread was waiting for the GIL; it runs the pending call once it has it"
+    if syscall < 0:
+        return (
+            "the main thread was running (Python code, or a C call holding the GIL); it runs the pending call "
+            "at its next safe point"
+        )
     if values.get("gil_held") == "1":
-        return f"the main thread was {where} holding the GIL; it runs the pending call at its next safe point"
+        return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
     return f"the main thread was {where}; it runs the pending call at its next safe point"
 
 
