@@ -121,7 +121,7 @@ def test_timeout_leaves_the_target_running(start_service):
     exit 7 after --timeout, target running and not stopped, no dump ever appears."""
     service = start_service(PYTHON, "gil-hog")
     started = time.monotonic()
-    run = run_ncore("--method", "gdb", "--timeout", "3", str(service.pid), gdb=chroot_gdb())
+    run = run_ncore("--method", "gdb", "--timeout", "8", str(service.pid), gdb=chroot_gdb())
     assert run.returncode == 7, run.stdout + run.stderr
     assert time.monotonic() - started < 60
     assert "did not run the dump in time" in run.record["error"]
