@@ -38,7 +38,7 @@ def test_panic_dump_of_every_target_kind(start_service, interpreter, kind):
     functions = [f["function"] for f in main["frames"]]
     assert "main" in functions and "<ncore payload>" not in str(main["frames"])
     if kind in ("busy", "both-busy"):
-        assert functions[-1] == "busy"
+        assert "busy" in functions, functions
     if kind.endswith("worker-busy") or kind == "both-busy":
         assert "busy-worker" in [t["name"] for t in data["panic.threads"]]
 
