@@ -24,6 +24,7 @@ import pypanic
 from .errors import BadUsage, DumpFailed, NcoreError, TargetExited, TimedOut
 from .methods import Injection, Method, Outcome, choose
 from .methods.gdb import Gdb
+from .methods.ptrace import Ptrace
 from .target import Target, inspect
 
 DEFAULT_MESSAGE = "core dump initiated at user request"
@@ -70,7 +71,7 @@ class Result:
 
 def methods(request: Request) -> list[Method]:
     """Every method, in the order ``auto`` tries them."""
-    return [Gdb(request.gdb)]
+    return [Ptrace(), Gdb(request.gdb)]
 
 
 class PrivateDirectory:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import arch
 from .elf import ET_DYN, ElfFile, NotElf, read_elf
@@ -58,6 +58,10 @@ class Target:
     version: tuple[int, int] | None
     runtime: tuple[int, int]
     """Address range of ``_PyRuntime`` in the process (a GIL waiter's futex lies in it)."""
+    functions: dict[str, int] = field(default_factory=dict)
+    """Where each function of PY_API is in the process."""
+    elf_machine: int = 0
+    """The processor the Python binary is built for (ELF e_machine)."""
 
     @property
     def version_text(self) -> str:
@@ -172,10 +176,8 @@ def _python_binary(pid: int, maps: list[tuple[str, int, str]]) -> tuple[ElfFile,
     exe = os.readlink(f"/proc/{pid}/exe")
     for path in [*libraries, exe]:
         mapped = first_mapping.get(path)
-        opened = f"/proc/{pid}/map_files/{mapped}" if mapped else f"/proc/{pid}/exe"
-        try:
-            elf = read_elf(opened, _WANTED)
-        except (OSError, NotElf):
+        elf = _read_mapped(pid, path, mapped)
+        if elf is None:
             continue
         if elf.symbols.keys() >= PY_API:
             bias = 0
@@ -187,6 +189,23 @@ def _python_binary(pid: int, maps: list[tuple[str, int, str]]) -> tuple[ElfFile,
         "mapped libpython exports the Py* API ncore calls",
         "ncore dumps CPython processes only; check the pid (`ncore ps` lists the Python processes)",
     )
+
+
+def _read_mapped(pid: int, path: str, mapped: str | None) -> ElfFile | None:
+    """The ELF file mapped at ``mapped`` (or the executable), or None if it is not one.
+
+    /proc/PID/map_files needs CAP_SYS_ADMIN; without it the file is opened through the
+    target's root, which works for the target's own user.
+    """
+    openings = [f"/proc/{pid}/map_files/{mapped}", f"/proc/{pid}/root{path}"] if mapped else [f"/proc/{pid}/exe"]
+    for opened in openings:
+        try:
+            return read_elf(opened, _WANTED)
+        except PermissionError:
+            continue
+        except (OSError, NotElf):
+            return None
+    return None
 
 
 def _version(elf: ElfFile, name: str) -> tuple[int, int] | None:
@@ -237,6 +256,7 @@ def inspect(pid: int) -> Target:
         raise NoSuchProcess(f"process {pid} exited while ncore was looking at it") from None
     runtime = elf.symbols.get("_PyRuntime")
     start = bias + runtime.value if runtime is not None else 0
+    functions = {name: bias + elf.symbols[name].value for name in PY_API}
     return Target(
         pid=pid,
         comm=comm,
@@ -247,4 +267,6 @@ def inspect(pid: int) -> Target:
         python_binary=inside,
         version=_version(elf, inside),
         runtime=(start, start + (runtime.size if runtime is not None else 0)),
+        functions=functions,
+        elf_machine=elf.machine,
     )

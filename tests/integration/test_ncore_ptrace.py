@@ -1,0 +1,251 @@
+"""ncore with the built-in ptrace method against real targets, with no gdb anywhere on PATH:
+every interpreter and kind of target, snapshots, interrupted waits that must not be cut
+short, vector state that must survive, a call that never returns, and soaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ..interpreters import ALL, HOST, IN_CHROOT, Workspace, missing
+from .conftest import NcoreRun, Service, load_dump, wait_for_ready
+
+BLOCKED = ["sleep", "select", "event", "accept", "main-blocked-worker-busy"]
+RUNNING = ["busy", "both-busy", "churn"]
+WAITS = ["sleep", "select", "event", "read", "c-sleep"]
+WAIT_SECONDS = 2.0
+SOME = [HOST[0], HOST[3], HOST[-1], IN_CHROOT[-1]]
+
+
+def without_gdb() -> dict[str, str]:
+    """The environment with every directory holding a gdb taken off PATH, and no NCORE_GDB."""
+    env = {k: v for k, v in os.environ.items() if k != "NCORE_GDB"}
+    env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep) if not (Path(d) / "gdb").exists())
+    assert shutil.which("gdb", path=env["PATH"]) is None
+    return env
+
+
+def ncore(*args: str, timeout: float = 120, cwd: Path | None = None) -> NcoreRun:
+    """``python -m ncore --json ARGS`` with no gdb to be found."""
+    argv = [sys.executable, "-m", "ncore", "--json", *args]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=without_gdb(), cwd=cwd, check=False
+    )
+    try:
+        record = json.loads(done.stdout) if done.stdout.strip() else {}
+    except ValueError:
+        pytest.fail(f"ncore --json printed something else: {done.stdout!r} {done.stderr!r}")
+    return NcoreRun(done.returncode, record, done.stdout, done.stderr)
+
+
+def start_program(processes, workspace_for, interpreter, program: str, *args: str) -> Service:
+    space: Workspace = workspace_for(interpreter)
+    with open(space.host / "stderr", "w") as stderr:
+        process = processes.start(space.command(program, *args), stderr=stderr)
+    wait_for_ready(process)
+    return Service(process, space)
+
+
+def tracer_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("TracerPid:"))
+
+
+def expected_path(kind: str, why: str) -> str:
+    """A running main thread gets a pending call, unless it was caught in a system call
+    with the GIL released (writing its progress file), which the safety rule treats as blocked."""
+    if kind in BLOCKED or "with the GIL released" in why:
+        return "direct"
+    return "pending"
+
+
+def test_no_gdb_is_needed_and_auto_takes_ptrace(start_service):
+    """With no gdb on PATH, ``auto`` takes the ptrace method and the dump is written."""
+    service = start_service(HOST[3], "busy")
+    run = ncore(str(service.pid))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.record["method"] == "ptrace"
+    assert service.process.wait(timeout=30) == 1
+
+
+@pytest.mark.parametrize("kind", RUNNING + BLOCKED)
+@pytest.mark.parametrize("interpreter", ALL, ids=lambda i: i.name)
+def test_panic_dump_of_every_target_kind(start_service, interpreter, kind):
+    """ncore --method ptrace PID: the right path, a complete dump, and the target exits 1."""
+    service = start_service(interpreter, kind)
+    run = ncore("--method", "ptrace", str(service.pid))
+    assert run.returncode == 0, run.stdout + run.stderr
+    record = run.record
+    assert record["status"] == "dumped" and record["method"] == "ptrace"
+    assert record["injection"] == expected_path(kind, record["why"]), record["why"]
+    assert record["stopped_seconds"] > 0
+    assert service.process.wait(timeout=30) == 1
+    data = load_dump(record["path"])
+    assert data["service.kind"] == kind
+    assert data["panic.reason"] == "explicit panic"
+    main = next(t for t in data["panic.threads"] if t["main"])
+    assert main["current"], "the dump is taken on the main thread"
+    assert "main" in [f["function"] for f in main["frames"]]
+
+
+@pytest.mark.parametrize("kind", ["busy", "churn", "sleep", "accept", "main-blocked-worker-busy"])
+@pytest.mark.parametrize("interpreter", SOME, ids=lambda i: i.name)
+def test_keep_running_snapshots(start_service, interpreter, kind):
+    """--keep-running, three times: three dumps, and the target goes on working, not traced."""
+    service = start_service(interpreter, kind)
+    for n in range(3):
+        before = service.progress()
+        run = ncore("--method", "ptrace", "--keep-running", str(service.pid))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.record["target_exited"] is False
+        assert service.process.poll() is None
+        if kind in RUNNING:
+            service.wait_for_progress_after(before)
+        assert load_dump(run.record["path"])["panic.reason"] == "snapshot", n
+    assert service.state() in "RS"
+    assert tracer_of(service.pid) == 0
+
+
+@pytest.mark.parametrize("kind", ["busy", "sleep"])
+def test_target_in_another_mount_namespace(start_service, tmp_path, kind):
+    """A target in its own mount namespace (as in a container): symbols and memory are
+    reached through /proc, and the panic dump is copied out before the target exits."""
+    if os.geteuid() != 0:
+        missing("unshare needs root")
+    service = start_service(HOST[3], kind, prefix=("unshare", "--mount", "--propagation", "private"))
+    run = ncore("--method", "ptrace", str(service.pid), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    record = run.record
+    assert record["path"] == str(tmp_path / f"ncore.{service.pid}")
+    assert service.process.wait(timeout=30) == 1
+    assert load_dump(record["path"])["service.kind"] == kind
+
+
+@pytest.mark.parametrize("kind", WAITS)
+@pytest.mark.parametrize("interpreter", SOME, ids=lambda i: i.name)
+def test_an_interrupted_wait_is_not_cut_short(processes, workspace_for, interpreter, kind):
+    """A snapshot taken while the main thread waits: the kernel restarts the wait, which
+    lasts as long as asked (c-sleep is libc's sleep, which no Python-level retry hides)."""
+    service = start_program(processes, workspace_for, interpreter, "timed_wait.py", kind, str(WAIT_SECONDS))
+    run = ncore("--method", "ptrace", "--keep-running", str(service.pid))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.record["injection"] == "direct", run.record["why"]
+    out, _ = service.process.communicate(timeout=30)
+    assert service.process.returncode == 0, out
+    waited = float(out.split("waited ")[1])
+    assert waited >= WAIT_SECONDS - 0.05, f"the wait was cut short: {waited} s of {WAIT_SECONDS}"
+    assert "error" not in out
+
+
+@pytest.mark.parametrize("signals", [False, True], ids=["quiet", "signals"])
+@pytest.mark.parametrize("interpreter", [HOST[0], HOST[3], IN_CHROOT[-1]], ids=lambda i: i.name)
+def test_vector_state_survives_injections(processes, workspace_for, interpreter, signals):
+    """A target doing floating-point and vector work checks every result while it is
+    interrupted 30 times (with a 1 ms timer signal too): no wrong result, still working."""
+    args = ("signals",) if signals else ()
+    service = start_program(processes, workspace_for, interpreter, "vector_check.py", *args)
+    for n in range(30):
+        before = service.progress()
+        run = ncore("--method", "ptrace", "--keep-running", str(service.pid))
+        assert run.returncode == 0, f"snapshot {n}: {run.stdout} {run.stderr}"
+        assert service.process.poll() is None, f"the target failed its check after snapshot {n}"
+        service.wait_for_progress_after(before)
+    assert service.state() in "RS"
+
+
+HANG = """
+import threading, time
+def hog():
+    time.sleep(0.2)
+    sum(range(10**15))
+threading.Thread(target=hog, daemon=True).start()
+print("ready", flush=True)
+time.sleep(1000)
+"""
+
+
+def test_a_direct_call_that_never_returns_times_out_and_lets_go(processes, workspace_for):
+    """The main thread sleeps while another thread holds the GIL for hours: the direct
+    call waits for the GIL forever. ncore gives up at --timeout, takes the thread back to
+    its sleep and detaches: exit 7, the target running, not stopped, not traced."""
+    space = workspace_for(HOST[3])
+    process = processes.start([HOST[3].path, "-c", HANG], cwd=space.work)
+    wait_for_ready(process)
+    time.sleep(0.5)
+    started = time.monotonic()
+    run = ncore("--method", "ptrace", "--timeout", "3", str(process.pid))
+    assert run.returncode == 7, run.stdout + run.stderr
+    assert time.monotonic() - started < 30
+    assert "did not return from PyGILState_Ensure" in run.record["error"]
+    assert "put the main thread back" in run.record["error"]
+    time.sleep(0.2)
+    assert process.poll() is None
+    with open(f"/proc/{process.pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] in "RS"
+    assert tracer_of(process.pid) == 0
+    assert not list(space.work.glob("ncore.*"))
+
+
+SLOW_PAYLOAD = """
+import sys, time
+def hook(event, args):
+    if event == "compile" and args[1] == "<ncore payload>":
+        time.sleep(6)
+sys.addaudithook(hook)
+print("ready", flush=True)
+time.sleep(1000)
+"""
+
+
+def test_a_direct_call_running_python_code_is_let_go_at_the_timeout(processes, workspace_for):
+    """The injected code itself runs past --timeout (an audit hook stalls it): ncore cannot
+    undo interpreter code midway, so it lets go of the thread mid-call (exit 7, not traced);
+    the code runs to its end and the return into the stub stops the process with SIGTRAP."""
+    space = workspace_for(HOST[3])
+    process = processes.start([HOST[3].path, "-c", SLOW_PAYLOAD], cwd=space.work)
+    wait_for_ready(process)
+    run = ncore("--method", "ptrace", "--timeout", "2", str(process.pid))
+    assert run.returncode == 7, run.stdout + run.stderr
+    assert "did not return from PyRun_SimpleString" in run.record["error"]
+    assert "let go of it mid-call" in run.record["error"]
+    assert tracer_of(process.pid) == 0
+    assert process.wait(timeout=30) == -signal.SIGTRAP
+
+
+SOAK = """
+import json, sys
+from ncore.session import Request, take_dump
+pid, count = int(sys.argv[1]), int(sys.argv[2])
+for n in range(count):
+    result = take_dump(Request(pid, keep_running=True, method="ptrace", timeout=30))
+    print(json.dumps({"n": n, "injection": result.injection, "stopped": result.stopped_seconds}), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "count"), [("churn", 1000), ("both-busy", 300)])
+def test_soak(start_service, kind, count):
+    """Hundreds of snapshots into one target, from one ncore process (take_dump in a loop,
+    to spare an interpreter start per snapshot): every one complete, the target unharmed."""
+    service = start_service(HOST[3], kind)
+    progress = service.progress()
+    driver = [sys.executable, "-c", SOAK, str(service.pid), str(count)]
+    done = subprocess.run(driver, capture_output=True, text=True, timeout=count * 2, env=without_gdb(), check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.splitlines()) == count
+    assert service.process.poll() is None
+    progress = service.wait_for_progress_after(progress)
+    dumps = sorted(service.space.work.glob("ncore.*"))
+    assert len(dumps) == count
+    for path in dumps:
+        assert json.loads(path.read_text())["panic.reason"] == "snapshot"
+    assert service.state() in "RS"
+    assert tracer_of(service.pid) == 0
