@@ -31,11 +31,8 @@ lint: install
 test: lint chroot
 	@$(BIN)/python -m pytest
 
-# The demo's ncore uses the chroot's gdb: the host's gdb 13 cannot call functions on
-# CPUs with AMX (ncore refuses it there).
-demo: install chroot
-	@if [ -f $(CHROOT)/.provisioned ]; then export NCORE_GDB=$(CURDIR)/tests/chroot/gdb; fi; \
-	$(BIN)/python examples/demo.py
+demo: install
+	@$(BIN)/python examples/demo.py
 
 bench: install
 	@$(BIN)/python bench/run.py
