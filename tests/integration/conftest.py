@@ -46,6 +46,13 @@ class Service:
         with open(f"/proc/{self.pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0]
 
+    def check_snapshots(self, count: int) -> None:
+        """Exactly ``count`` dumps, each complete strict JSON that records a snapshot."""
+        dumps = sorted(self.space.work.glob("ncore.*"))
+        assert len(dumps) == count
+        for path in dumps:
+            assert load_dump(str(path))["panic.reason"] == "snapshot"
+
     def wait_for_progress_after(self, count: int, timeout: float = 20) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

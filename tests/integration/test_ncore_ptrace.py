@@ -243,9 +243,6 @@ def test_soak(start_service, kind, count):
     assert len(done.stdout.splitlines()) == count
     assert service.process.poll() is None
     progress = service.wait_for_progress_after(progress)
-    dumps = sorted(service.space.work.glob("ncore.*"))
-    assert len(dumps) == count
-    for path in dumps:
-        assert json.loads(path.read_text())["panic.reason"] == "snapshot"
+    service.check_snapshots(count)
     assert service.state() in "RS"
     assert tracer_of(service.pid) == 0

@@ -7,8 +7,6 @@ threads (where it deadlocked).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ..interpreters import HOST
@@ -29,8 +27,5 @@ def test_snapshots_do_no_harm(start_service, kind, count):
         assert service.process.poll() is None, f"the target died after snapshot {n}"
         if n % 50 == 49 and kind == "churn":
             progress = service.wait_for_progress_after(progress)
-    dumps = sorted(service.space.work.glob("ncore.*"))
-    assert len(dumps) == count
-    for path in dumps:
-        assert json.loads(path.read_text())["panic.reason"] == "snapshot"
+    service.check_snapshots(count)
     assert service.state() in "RS"
