@@ -16,7 +16,7 @@ import pytest
 
 from ncore import arch
 from ncore.elf import read_elf
-from ncore.methods import gdb, ptrace
+from ncore.methods import explain, ptrace
 from ncore.methods.ptrace import X86_64, Ptrace, Tracee, functions, stub_address
 from ncore.target import Target, inspect
 
@@ -66,15 +66,18 @@ def test_the_x86_64_table_matches_the_kernel_layout():
 
 
 @pytest.mark.parametrize(
-    ("syscall", "held", "waiter"), [(-1, -1, 0), (230, 0, 0), (230, 1, 0), (202, 0, 0), (202, 0, 1), (202, 1, 0)]
+    ("direct", "mode", "syscall", "waiter", "words"),
+    [
+        (False, "auto", -1, False, "was running (Python code, or a C call holding the GIL)"),
+        (True, "auto", 230, False, "blocked in clock_nanosleep with the GIL released"),
+        (False, "auto", 202, True, "waiting for the GIL"),
+        (False, "auto", 0, False, "blocked in read holding the GIL"),
+        (True, "direct", -1, False, "--mode direct asked for a direct call"),
+    ],
 )
-def test_why_says_what_the_gdb_method_says(syscall, held, waiter):
-    """Under the safety rule (``--mode auto``), both methods explain their choice alike."""
-    direct = syscall >= 0 and not held and not waiter
-    state = f"ncore: state syscall={syscall} gil_held={held} gil_waiter={waiter}"
-    target = Target(1, "python3", 0, 0, "/", True, "/usr/bin/python3", (3, 11), (0, 0))
-    expected = gdb._why("direct" if direct else "pending", state, target)
-    assert ptrace._why(direct, "auto", syscall, bool(waiter)) == expected
+def test_the_choice_is_explained(direct, mode, syscall, waiter, words):
+    """Both methods explain their choice in the same words, from the same facts."""
+    assert words in explain(direct, mode, syscall, waiter)
 
 
 def test_unavailable_elsewhere_names_the_other_method(monkeypatch):

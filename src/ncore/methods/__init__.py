@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .. import arch
 from ..errors import MethodUnavailable
 from ..target import Target
 
@@ -49,6 +50,23 @@ class Method(Protocol):
 
     def inject(self, target: Target, injection: Injection) -> Outcome:
         """Make the target run the code; raise an NcoreError when that fails."""
+
+
+def explain(direct: bool, mode: str, syscall: int, gil_waiter: bool) -> str:
+    """Why the code runs the way it does: the safety rule's reading of the main thread."""
+    where = "running" if syscall < 0 else f"blocked in {arch.syscall_name(syscall)}"
+    if mode != "auto":
+        return f"--mode {mode} asked for a {'direct' if direct else 'pending'} call; the main thread was {where}"
+    if direct:
+        return f"the main thread was {where} with the GIL released, so a pending call would never run"
+    if gil_waiter:
+        return "the main thread was waiting for the GIL; it runs the pending call once it has it"
+    if syscall < 0:
+        return (
+            "the main thread was running (Python code, or a C call holding the GIL); it runs the pending call "
+            "at its next safe point"
+        )
+    return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
 
 
 def choose(name: str, target: Target, candidates: list[Method]) -> Method:

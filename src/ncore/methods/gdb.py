@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import arch, cpu
 from ..errors import MethodUnavailable, NcoreError, PermissionDenied, TimedOut
 from ..target import Target, permission_hint
-from . import Injection, Outcome
+from . import Injection, Outcome, explain
 
 _VERSION = re.compile(r"^GNU gdb .*?(\d+)\.(\d+)", re.MULTILINE)
 
@@ -125,9 +125,9 @@ class Gdb:
                 "see the gdb output with -v; a longer --timeout may help a slow machine",
             ) from None
         reader.join(5)
-        return self._outcome(target, argv, lines)
+        return self._outcome(target, argv, lines, injection.mode)
 
-    def _outcome(self, target: Target, argv: list[str], lines: list[tuple[float, str]]) -> Outcome:
+    def _outcome(self, target: Target, argv: list[str], lines: list[tuple[float, str]], mode: str) -> Outcome:
         transcript = [shlex.join(argv)] + [line for _, line in lines]
         marks = {line.split(" ", 2)[1]: (t, line) for t, line in lines if line.startswith("ncore: ")}
         text = "\n".join(line for _, line in lines)
@@ -143,28 +143,11 @@ class Gdb:
             raise NcoreError(
                 f"gdb attached but could not run the injection: {_last_error(text)}", "run with -v to see gdb's output"
             )
-        state = marks["state"][1] if "state" in marks else ""
+        state = dict(item.split("=") for item in marks.get("state", (0, ""))[1].split()[2:] if "=" in item)
         path = marks["path"][1].split()[-1]
+        why = explain(path == "direct", mode, int(state.get("syscall", "-1")), state.get("gil_waiter") == "1")
         stopped = marks["detached"][0] - marks["attached"][0] if "detached" in marks else None
-        return Outcome("gdb", path, _why(path, state, target), stopped, transcript)
-
-
-def _why(path: str, state: str, target: Target) -> str:
-    values = dict(item.split("=") for item in state.split()[2:] if "=" in item)
-    syscall = int(values.get("syscall", "-1"))
-    where = "running" if syscall < 0 else f"blocked in {arch.syscall_name(syscall)}"
-    if path == "direct":
-        return f"the main thread was {where} with the GIL released, so a pending call would never run"
-    if values.get("gil_waiter") == "1":
-        return "the main thread was waiting for the GIL; it runs the pending call once it has it"
-    if syscall < 0:
-        return (
-            "the main thread was running (Python code, or a C call holding the GIL); it runs the pending call "
-            "at its next safe point"
-        )
-    if values.get("gil_held") == "1":
-        return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
-    return f"the main thread was {where}; it runs the pending call at its next safe point"
+        return Outcome("gdb", path, why, stopped, transcript)
 
 
 def _last_error(text: str) -> str:

@@ -36,7 +36,7 @@ from ..errors import (
     TimedOut,
 )
 from ..target import Target, permission_hint
-from . import Injection, Outcome
+from . import Injection, Outcome, explain
 
 if TYPE_CHECKING:
     import ctypes
@@ -532,23 +532,6 @@ def _show(value: int) -> str:
     return f"{value:#x}" if abs(value) > 0xFFFF else str(value)
 
 
-def _why(direct: bool, mode: str, syscall: int, gil_waiter: bool) -> str:
-    """Why the code runs the way it does, in the words of the gdb method."""
-    where = "running" if syscall < 0 else f"blocked in {arch.syscall_name(syscall)}"
-    if mode != "auto":
-        return f"--mode {mode} asked for a {'direct' if direct else 'pending'} call; the main thread was {where}"
-    if direct:
-        return f"the main thread was {where} with the GIL released, so a pending call would never run"
-    if gil_waiter:
-        return "the main thread was waiting for the GIL; it runs the pending call once it has it"
-    if syscall < 0:
-        return (
-            "the main thread was running (Python code, or a C call holding the GIL); it runs the pending call "
-            "at its next safe point"
-        )
-    return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
-
-
 class Ptrace:
     name = "ptrace"
 
@@ -600,7 +583,7 @@ class Ptrace:
                 tracee.memory.write(page, injection.code)
                 decided = (
                     "direct" if direct else "pending",
-                    _why(direct, injection.mode, syscall, gil_waiter),
+                    explain(direct, injection.mode, syscall, gil_waiter),
                 )
                 transcript.append(f"path {decided[0]}")
                 if direct:
