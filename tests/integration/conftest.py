@@ -27,6 +27,20 @@ def chroot_gdb() -> str:
     return str(CHROOT_GDB)
 
 
+def assert_left_running(pid: int) -> None:
+    """No thread of ``pid`` is stopped, dead or traced: ncore left it as it found it.
+
+    Running, sleeping and disk sleep ("D", e.g. in fsync or a page fault) all count as running.
+    """
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        state = stat.rsplit(")", 1)[1].split()[0]
+        assert state not in "tTZX", f"thread {task.name} is in state {state}"
+        status = (task / "status").read_text()
+        tracer = next(line.split()[1] for line in status.splitlines() if line.startswith("TracerPid:"))
+        assert tracer == "0", f"thread {task.name} is traced by {tracer}"
+
+
 @dataclass
 class Service:
     """A running target from tests/targets/service.py."""
@@ -42,9 +56,8 @@ class Service:
         path = self.space.work / "progress"
         return int(path.read_text()) if path.exists() else 0
 
-    def state(self) -> str:
-        with open(f"/proc/{self.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
+    def assert_left_running(self) -> None:
+        assert_left_running(self.pid)
 
     def check_snapshots(self, count: int) -> None:
         """Exactly ``count`` dumps, each complete strict JSON that records a snapshot."""

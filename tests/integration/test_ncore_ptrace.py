@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ..interpreters import ALL, HOST, IN_CHROOT, Workspace, missing
-from .conftest import NcoreRun, Service, load_dump, wait_for_ready
+from .conftest import NcoreRun, Service, assert_left_running, load_dump, wait_for_ready
 
 BLOCKED = ["sleep", "select", "event", "accept", "main-blocked-worker-busy"]
 RUNNING = ["busy", "both-busy", "churn"]
@@ -52,11 +52,6 @@ def start_program(processes, workspace_for, interpreter, program: str, *args: st
         process = processes.start(space.command(program, *args), stderr=stderr)
     wait_for_ready(process)
     return Service(process, space)
-
-
-def tracer_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("TracerPid:"))
 
 
 def expected_path(kind: str, why: str) -> str:
@@ -110,8 +105,7 @@ def test_keep_running_snapshots(start_service, interpreter, kind):
         if kind in RUNNING:
             service.wait_for_progress_after(before)
         assert load_dump(run.record["path"])["panic.reason"] == "snapshot", n
-    assert service.state() in "RS"
-    assert tracer_of(service.pid) == 0
+    service.assert_left_running()
 
 
 @pytest.mark.parametrize("kind", ["busy", "sleep"])
@@ -158,7 +152,7 @@ def test_vector_state_survives_injections(processes, workspace_for, interpreter,
         assert run.returncode == 0, f"snapshot {n}: {run.stdout} {run.stderr}"
         assert service.process.poll() is None, f"the target failed its check after snapshot {n}"
         service.wait_for_progress_after(before)
-    assert service.state() in "RS"
+    service.assert_left_running()
 
 
 HANG = """
@@ -188,9 +182,7 @@ def test_a_direct_call_that_never_returns_times_out_and_lets_go(processes, works
     assert "put the main thread back" in run.record["error"]
     time.sleep(0.2)
     assert process.poll() is None
-    with open(f"/proc/{process.pid}/stat") as f:
-        assert f.read().rsplit(")", 1)[1].split()[0] in "RS"
-    assert tracer_of(process.pid) == 0
+    assert_left_running(process.pid)
     assert not list(space.work.glob("ncore.*"))
 
 
@@ -216,7 +208,7 @@ def test_a_direct_call_running_python_code_is_let_go_at_the_timeout(processes, w
     assert run.returncode == 7, run.stdout + run.stderr
     assert "did not return from PyRun_SimpleString" in run.record["error"]
     assert "let go of it mid-call" in run.record["error"]
-    assert tracer_of(process.pid) == 0
+    assert_left_running(process.pid)
     assert process.wait(timeout=30) == -signal.SIGTRAP
 
 
@@ -244,5 +236,4 @@ def test_soak(start_service, kind, count):
     assert service.process.poll() is None
     progress = service.wait_for_progress_after(progress)
     service.check_snapshots(count)
-    assert service.state() in "RS"
-    assert tracer_of(service.pid) == 0
+    service.assert_left_running()

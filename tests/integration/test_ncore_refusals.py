@@ -18,7 +18,7 @@ def assert_untouched(service) -> None:
     """Still running, not stopped by a tracer, no dump written."""
     time.sleep(0.2)
     assert service.process.poll() is None
-    assert service.state() in "RS"
+    service.assert_left_running()
     assert not list(service.space.work.glob("ncore.*"))
 
 
