@@ -125,17 +125,22 @@ def test_target_in_another_mount_namespace(start_service, tmp_path, kind):
 
 @pytest.mark.parametrize("kind", WAITS)
 @pytest.mark.parametrize("interpreter", SOME, ids=lambda i: i.name)
-def test_an_interrupted_wait_is_not_cut_short(processes, workspace_for, interpreter, kind):
-    """A snapshot taken while the main thread waits: the kernel restarts the wait, which
-    lasts as long as asked (c-sleep is libc's sleep, which no Python-level retry hides)."""
-    service = start_program(processes, workspace_for, interpreter, "timed_wait.py", kind, str(WAIT_SECONDS))
+def test_an_interrupted_wait_lasts_as_long_as_asked(processes, workspace_for, interpreter, kind):
+    """A snapshot that takes a second, taken while the main thread waits: the wait is not
+    cut short (c-sleep is libc's sleep, which no Python-level retry hides), nor lengthened
+    by the second (select and poll restart with the time they had left when interrupted)."""
+    service = start_program(
+        processes, workspace_for, interpreter, "timed_wait.py", kind, str(WAIT_SECONDS), "slow-dump"
+    )
     run = ncore("--method", "ptrace", "--keep-running", str(service.pid))
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.record["injection"] == "direct", run.record["why"]
+    assert run.record["stopped_seconds"] > 0.8, "the dump was meant to be slow"
     out, _ = service.process.communicate(timeout=30)
     assert service.process.returncode == 0, out
     waited = float(out.split("waited ")[1])
     assert waited >= WAIT_SECONDS - 0.05, f"the wait was cut short: {waited} s of {WAIT_SECONDS}"
+    assert waited < WAIT_SECONDS + 0.5, f"the wait was lengthened by the dump: {waited} s of {WAIT_SECONDS}"
     assert "error" not in out
 
 

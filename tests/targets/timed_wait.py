@@ -1,12 +1,13 @@
 """Waits once, for a given time, in the way its first argument names, and says how long it took.
 
-    python timed_wait.py KIND SECONDS
+    python timed_wait.py KIND SECONDS [slow-dump]
 
 KIND is sleep, select, event, read (a pipe a helper thread writes to after SECONDS) or
 c-sleep (libc's sleep through ctypes: no Python-level retry hides an interrupted call,
 which returns early with the seconds it did not sleep). It prints ``ready`` just before
 the wait and ``waited SECONDS`` after it, then exits 0; a wait that fails prints the
-error and exits 2.
+error and exits 2. With ``slow-dump``, it registers state whose ``__repr__`` is slow, so that
+a dump takes about a second: long enough that a wait lengthened by it is plain to see.
 """
 
 import os
@@ -17,6 +18,17 @@ import time
 
 KIND = sys.argv[1]
 SECONDS = float(sys.argv[2])
+SLOW_DUMP = sys.argv[3:] == ["slow-dump"]
+
+
+class Slow:
+    def __repr__(self) -> str:
+        # Busy, not time.sleep: a nanosleep in the borrowed thread would replace the kernel's
+        # record of how to restart c-sleep's interrupted one (see ncore's ptrace method).
+        started = time.monotonic()
+        while time.monotonic() - started < 0.2:
+            pass
+        return "slow"
 
 
 def wait() -> None:
@@ -42,6 +54,11 @@ def wait() -> None:
 
 
 def main() -> None:
+    if SLOW_DUMP:
+        import pypanic
+
+        for _ in range(5):
+            pypanic.panicDbg.add("slow", Slow())
     print("ready", flush=True)
     started = time.monotonic()
     try:

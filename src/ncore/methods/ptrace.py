@@ -8,6 +8,12 @@ inject.gdb's safety rule to choose a pending or a direct call, then puts back th
 bytes, the registers (so the kernel restarts an interrupted system call) and the extended
 state, and detaches. Everything that differs between processor architectures is data (a
 Machine); x86_64 is filled in.
+
+Waits keep their length: a timed wait interrupted by a direct call restarts towards its
+first deadline, and select and poll, which restart with the time they had left, lose the
+time the thread was borrowed. One case escapes: a relative nanosleep made in C (libc's
+sleep) returns early with EINTR, as if a signal had come, when the borrowed code itself
+calls a nanosleep, because the kernel keeps one restart record per thread.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ _FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE
 _RESCUE_SECONDS = 2.0
 """After the deadline: how long the thread gets to stop again, and a cleanup call to finish."""
 _WORD = 8
+_RESTARTS = frozenset({-512, -513, -514})
+"""The kernel's ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND: the interrupted call will be made again."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,10 @@ class Machine:
     mmap: int
     munmap: int
     futex: int
+    rewritten_timeouts: Mapping[int, tuple[int, int]]
+    """System calls that, interrupted, write the time left into the caller's timeout and
+    restart with it: number -> (argument index, units per second of the struct's second
+    field: 10**6 for a timeval, 10**9 for a timespec; both are two 64-bit integers)."""
 
     @property
     def stub(self) -> bytes:
@@ -121,6 +133,7 @@ X86_64 = Machine(
     mmap=9,
     munmap=11,
     futex=arch.FUTEX["x86_64"],
+    rewritten_timeouts={23: (4, 10**6), 270: (4, 10**9), 271: (2, 10**9)},  # select, pselect6, ppoll
 )  # fmt: skip
 
 MACHINES = {"x86_64": X86_64}
@@ -488,9 +501,32 @@ class Tracee:
         if self.original_stub is not None:
             self.memory.write(self.stub, self.original_stub)
         if self.registers is not None:
+            self._take_back_borrowed_time()
             self.kernel.set_regset(self.pid, _NT_PRSTATUS, self.registers)
         if self.extended is not None:
             self.kernel.set_regset(self.pid, self.machine.extended_regset, self.extended)
+
+    def _take_back_borrowed_time(self) -> None:
+        """Shorten an interrupted select or poll that will restart by the time the thread was borrowed.
+
+        These calls left the time remaining in the caller's timeout, so without this the wait
+        would last that much longer. (Other timed waits restart towards their first deadline.)
+        """
+        registers = self.saved_registers()
+        syscall = _signed(registers[self.machine.interrupted_syscall])
+        if syscall not in self.machine.rewritten_timeouts or _signed(registers[self.machine.result]) not in _RESTARTS:
+            return
+        index, units = self.machine.rewritten_timeouts[syscall]
+        address = registers[self.machine.syscall_args[index]]
+        if not address:
+            return
+        seconds, fraction = struct.unpack("<2q", self.memory.read(address, 16))
+        borrowed = round((time.monotonic() - self.stopped_at) * units)
+        left = max(seconds * units + fraction - borrowed, 0)
+        self.memory.write(address, struct.pack("<2q", *divmod(left, units)))
+        self.transcript.append(
+            f"took the {borrowed / units * 1000:.1f} ms borrowed off the timeout of system call {syscall}"
+        )
 
     def saved_registers(self) -> dict[str, int]:
         assert self.registers is not None
