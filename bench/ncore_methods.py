@@ -3,7 +3,7 @@
     make chroot && .venv/bin/python bench/ncore_methods.py [--runs 10]
 
 For a busy target (tests/targets/service.py busy, pyenv CPython 3.12), ``runs`` snapshots
-each with ``ncore --keep-running --method ptrace``, ``--method gdb`` (the sid chroot's
+each with the installed ``ncore --keep-running --method ptrace``, ``--method gdb`` (the sid chroot's
 gdb) and hypno from PyPI (installed into a scratch virtual environment, running the same
 ``pypanic.dump``), interleaved. Measured: time from starting the command to the dump on
 disk, and the time the target spent stopped by a tracer, sampled from
@@ -29,6 +29,8 @@ TARGET = ROOT / "tests" / "targets" / "service.py"
 PYTHON = sorted((Path.home() / ".pyenv" / "versions").glob("3.12.*/bin/python3.12"))[-1]
 GDB = ROOT / "tests" / "chroot" / "gdb"
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+NCORE = str(Path(sys.executable).parent / "ncore")
+"""The installed command, as operators run it (its wrapper script included)."""
 
 
 class StopSampler:
@@ -97,7 +99,7 @@ def main() -> None:
         pid = target.pid
 
         def ncore(method: str) -> Callable[[], None]:
-            argv = [sys.executable, "-m", "ncore", "--keep-running", "--method", method, "--gdb", str(GDB), str(pid)]
+            argv = [NCORE, "--keep-running", "--method", method, "--gdb", str(GDB), str(pid)]
 
             def run() -> None:
                 subprocess.run(argv, env=ENV, check=True, capture_output=True, timeout=60)

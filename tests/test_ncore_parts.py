@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,10 +14,13 @@ from ncore.elf import ET_DYN, ET_EXEC, NotElf, read_elf
 from ncore.errors import MethodUnavailable
 from ncore.methods import Injection, choose
 from ncore.methods.gdb import Gdb, call_problem, scripts_dir
-from ncore.session import injected_code
+from ncore.session import Request, injected_code, make_method
 from ncore.target import PY_API, Target
 
 from .interpreters import HOST
+
+if TYPE_CHECKING:
+    from ncore.methods import Method
 
 
 def make_target(root: str = "/", same_namespace: bool = True) -> Target:
@@ -42,10 +46,13 @@ def test_undefined_symbols_are_skipped():
 
 
 def test_not_elf(tmp_path):
-    """A text file is refused with NotElf."""
+    """A text file, and an ELF file cut short, are refused with NotElf."""
     (tmp_path / "script").write_text("#!/bin/sh\n")
     with pytest.raises(NotElf):
-        read_elf(str(tmp_path / "script"))
+        read_elf(str(tmp_path / "script"), PY_API)
+    (tmp_path / "cut").write_bytes(Path("/usr/bin/python3.11").read_bytes()[:4096])
+    with pytest.raises(NotElf):
+        read_elf(str(tmp_path / "cut"), PY_API)
 
 
 @pytest.mark.parametrize(
@@ -78,12 +85,17 @@ def test_gdb_command_line():
 
 
 def test_no_method_can_serve_names_every_reason():
-    """choose() lists why each method failed and what to do."""
+    """choose() says why the method failed and what to do, and names the methods there are."""
+
+    def make(name: str) -> Method:
+        return make_method(name, Request(0, gdb="/nonexistent/gdb"))
+
     with pytest.raises(MethodUnavailable) as caught:
-        choose("auto", make_target(), [Gdb("/nonexistent/gdb")])
+        choose("gdb", make_target(), make)
     assert "gdb: /nonexistent/gdb was not found" in caught.value.message
-    with pytest.raises(MethodUnavailable, match="there is no method 'lldb'"):
-        choose("lldb", make_target(), [Gdb("/nonexistent/gdb")])
+    with pytest.raises(MethodUnavailable, match="there is no method 'lldb'") as caught:
+        choose("lldb", make_target(), make)
+    assert "ptrace, gdb" in caught.value.hint
 
 
 def test_paths_between_operator_and_target():
@@ -115,3 +127,10 @@ def test_payload_compiles_on_the_oldest_supported_python():
     check = f"compile(open({payload.__file__!r}).read(), 'payload.py', 'exec')"
     done = subprocess.run([HOST[0].path, "-c", check], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_carried_pypanic_is_the_installed_one():
+    """ncore finds the pypanic it copies into targets without importing it: the same package."""
+    from ncore import session
+
+    assert Path(session._PYPANIC).samefile(Path(pypanic._panic.__file__).parent)

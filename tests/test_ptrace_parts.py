@@ -18,7 +18,7 @@ from ncore import arch
 from ncore.elf import read_elf
 from ncore.methods import explain, ptrace
 from ncore.methods.ptrace import X86_64, Ptrace, Tracee, functions, stub_address
-from ncore.target import Target, inspect
+from ncore.target import Target, inspect, mappings
 
 from .interpreters import HOST
 
@@ -50,7 +50,7 @@ def opened(target: Target) -> str:
 
 
 def borrow(target: Target) -> Tracee:
-    maps = ptrace._mappings(target.pid)
+    maps = mappings(target.pid)
     return Tracee(target, X86_64, stub_address(target.pid, X86_64, maps), time.monotonic() + 10, [])
 
 
@@ -60,7 +60,7 @@ def test_the_x86_64_table_matches_the_kernel_layout():
     names = X86_64.registers
     assert len(names) == len(set(names)) == 27
     named = [X86_64.pc, X86_64.sp, X86_64.result, X86_64.interrupted_syscall, X86_64.syscall_number, X86_64.callee]
-    assert {*named, *X86_64.call_args, *X86_64.syscall_args, *X86_64.clear_bits} <= set(names)
+    assert {*named, *X86_64.call_args, *X86_64.syscall_args, X86_64.flags} <= set(names)
     assert X86_64.syscall_stub.endswith(b"\xcc") and X86_64.call_stub.endswith(b"\xcc")
     assert X86_64.futex == arch.FUTEX["x86_64"]
 
@@ -106,7 +106,7 @@ def test_addresses_point_at_the_functions(sleeper):
 def test_the_stub_goes_at_the_entry_point(sleeper):
     """AT_ENTRY is the executable's e_entry plus its load bias, in executable memory."""
     _, target = sleeper
-    maps = ptrace._mappings(target.pid)
+    maps = mappings(target.pid)
     entry = stub_address(target.pid, X86_64, maps)
     with open(f"/proc/{target.pid}/exe", "rb") as f:
         e_entry = struct.unpack_from("<Q", f.read(64), 24)[0]

@@ -1,5 +1,5 @@
 """`python -m ncore`: the same as the ncore command."""
 
-from .cli import main
+from .main import main
 
 main()

@@ -5,7 +5,7 @@ Only x86_64 is filled in; an aarch64 entry is a second table of the same shape.
 
 from __future__ import annotations
 
-import platform
+import os
 
 SYSCALL_NAMES = {
     "x86_64": {
@@ -43,7 +43,8 @@ FUTEX = {"x86_64": 202}
 
 
 def machine() -> str:
-    return platform.machine()
+    """The processor architecture ncore runs on, as the kernel names it (``x86_64``)."""
+    return os.uname().machine
 
 
 def syscall_name(number: int) -> str:

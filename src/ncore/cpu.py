@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import mmap
-import platform
+
+from . import arch
 
 GDB13_XSAVE_BYTES = 2696
 """The largest extended-state (XSAVE) area gdb before 14 can save and restore."""
@@ -18,7 +19,7 @@ def xsave_bytes() -> int | None:
     """The size of the XSAVE area for the features the kernel enabled (CPUID leaf 0xD,
     sub-leaf 0, EBX): what a debugger must save and restore around a call. None when it
     cannot be asked (not x86_64, or executable memory refused)."""
-    if platform.machine() != "x86_64":
+    if arch.machine() != "x86_64":
         return None
     import ctypes
 

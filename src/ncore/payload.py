@@ -2,8 +2,11 @@
 
 It is not imported by ncore: ncore copies this file into a private directory the target
 can see and makes the target execute it with ``__ncore_dir__`` set to that directory.
-Its parameters arrive as data, in ``params.json`` beside it; its answer goes back as
-``result.json`` (written atomically), the handshake ncore waits for.
+Its parameters arrive as data, in ``params`` beside it; its answer goes back as
+``result`` (written atomically), the handshake ncore waits for. Both are fields in the
+format of ``encode_fields``, which ncore imports from here (parsing them needs no json,
+whose import costs ncore more time than the rest of its start; for the same reason the
+importlib machinery the payload needs is imported where it is used).
 
 It uses the target's own pypanic when loaded (its registered state is in the registry
 every copy shares anyway), else one importable from the target's path, else the copy
@@ -14,17 +17,13 @@ in the target's ``__main__``. Standard library only; runs on every supported Pyt
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import json
 import os
 import sys
 import time
-from types import ModuleType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from types import ModuleType
 
 PROTOCOL = 1
 """The version of the payload-to-pypanic interface (``pypanic._panic.NCORE_PROTOCOL``)."""
@@ -32,13 +31,26 @@ PROTOCOL = 1
 CARRIED_NAME = "_ncore_pypanic"
 
 
-def _answer(directory: str, result: dict[str, Any]) -> None:
-    temporary = os.path.join(directory, "result.json.tmp")
-    with open(temporary, "w") as f:
-        json.dump(result, f)
+def encode_fields(fields: dict[str, str | None]) -> bytes:
+    """``key=value`` pairs separated by NUL bytes; a None value is left out, a NUL in a value
+    becomes ``\\0`` (no path or command-line argument holds one)."""
+    pairs = (f"{key}={value.replace(chr(0), chr(92) + '0')}" for key, value in fields.items() if value is not None)
+    return "\0".join(pairs).encode("utf-8", "surrogateescape")
+
+
+def decode_fields(data: bytes) -> dict[str, str]:
+    """The fields ``encode_fields`` wrote."""
+    text = data.decode("utf-8", "surrogateescape")
+    return dict(pair.split("=", 1) for pair in text.split("\0") if "=" in pair)
+
+
+def _answer(directory: str, result: dict[str, str | None]) -> None:
+    temporary = os.path.join(directory, "result.tmp")
+    with open(temporary, "wb") as f:
+        f.write(encode_fields(result))
         f.flush()
         os.fsync(f.fileno())
-    os.rename(temporary, os.path.join(directory, "result.json"))
+    os.rename(temporary, os.path.join(directory, "result"))
 
 
 def _wait_for_ack(directory: str, seconds: float) -> None:
@@ -50,6 +62,8 @@ def _wait_for_ack(directory: str, seconds: float) -> None:
 
 def _panic_module(name: str) -> ModuleType | None:
     """``<name>._panic`` if that pypanic speaks this payload's protocol, else None."""
+    import importlib
+
     try:
         module = importlib.import_module(f"{name}._panic")
     except Exception:
@@ -58,6 +72,8 @@ def _panic_module(name: str) -> ModuleType | None:
 
 
 def _choose_pypanic(directory: str) -> tuple[ModuleType | None, str]:
+    import importlib.util
+
     if "pypanic" in sys.modules:
         found = _panic_module("pypanic")
         if found is not None:
@@ -83,42 +99,31 @@ def _choose_pypanic(directory: str) -> tuple[ModuleType | None, str]:
 
 
 def run(directory: str) -> None:
-    """Take the dump ``params.json`` asks for and write ``result.json``; never raises."""
+    """Take the dump ``params`` asks for and write ``result``; never raises.
+
+    params: ``message``, ``keep_running`` (``1`` or ``0``), ``directory`` (absent: the
+    working directory), ``hold_seconds``. result: ``path`` or ``error``, and ``pypanic``
+    (which copy took the dump: target, importable or carried).
+    """
     try:
-        with open(os.path.join(directory, "params.json")) as f:
-            params = json.load(f)
+        with open(os.path.join(directory, "params"), "rb") as f:
+            params = decode_fields(f.read())
+        keep_running = params["keep_running"] == "1"
+        hold_seconds = float(params["hold_seconds"])
         panic_module, source = _choose_pypanic(directory)
         if panic_module is None:
             raise RuntimeError("the pypanic ncore carries does not speak this payload's protocol")
 
         def report(path: str | None, error: str | None) -> None:
-            _answer(
-                directory,
-                {
-                    "path": path,
-                    "error": error,
-                    "pid": os.getpid(),
-                    "pypanic": source,
-                    "exiting": not params["keep_running"],
-                },
-            )
-            if params["hold_seconds"]:
-                _wait_for_ack(directory, params["hold_seconds"])
+            _answer(directory, {"path": path, "error": error, "pypanic": source})
+            if hold_seconds:
+                _wait_for_ack(directory, hold_seconds)
 
-        take = panic_module.dump if params["keep_running"] else panic_module.panic
-        take(params["message"], None, directory=params["directory"], report=report)
+        take = panic_module.dump if keep_running else panic_module.panic
+        take(params["message"], None, directory=params.get("directory"), report=report)
     except BaseException as e:
         try:
-            _answer(
-                directory,
-                {
-                    "path": None,
-                    "error": f"{type(e).__name__}: {e}",
-                    "pid": os.getpid(),
-                    "pypanic": None,
-                    "exiting": False,
-                },
-            )
+            _answer(directory, {"error": f"{type(e).__name__}: {e}"})
         except BaseException:
             pass
 

@@ -2,127 +2,200 @@
 
 ncore puts the payload, its parameters, a copy of pypanic and the code to inject into a
 fresh private directory the target can see (mode 0700, owned by the target's user),
-lets the chosen method make the target run it, and waits for the payload's
-``result.json``. The directory is removed at the end whatever happened, which also
-disarms a pending call that never ran: without its files the injected code does nothing.
+lets the chosen method make the target run it, and waits for the payload's ``result``.
+The directory is removed at the end whatever happened, which also disarms a pending call
+that never ran: without its files the injected code does nothing.
+
+This is ncore's usual path, so it imports little: a complete dump is meant to take at most
+three times a bare ``python -c pass`` (see BENCHMARKS.md), and json, dataclasses, tempfile,
+shutil or pathlib would each cost more than the injection.
 """
 
 from __future__ import annotations
 
-import json
+import _thread
 import os
-import shutil
-import tempfile
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-import pypanic
 
 from .errors import BadUsage, DumpFailed, NcoreError, TargetExited, TimedOut
-from .methods import Injection, Method, Outcome, choose
-from .methods.gdb import Gdb
-from .methods.ptrace import Ptrace
+from .methods import Injection, Outcome, choose
+from .payload import decode_fields, encode_fields
 from .target import Target, inspect
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .methods import Method
 
 DEFAULT_MESSAGE = "core dump initiated at user request"
 _PRIVATE_PARENTS = ("/tmp", "/var/tmp", "/dev/shm")
 _HOLD_SECONDS = 5.0
 _POLL_SECONDS = 0.002
+_PYPANIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pypanic")
+"""The pypanic package installed with ncore (found, not imported: ncore does not need it loaded)."""
 
 
-@dataclass(frozen=True)
 class Request:
     """What the operator asked for."""
 
-    pid: int
-    keep_running: bool = False
-    message: str = DEFAULT_MESSAGE
-    output_dir: str | None = None
-    timeout: float = 10.0
-    method: str = "auto"
-    mode: str = "auto"
-    gdb: str | None = None
+    def __init__(
+        self,
+        pid: int,
+        keep_running: bool = False,
+        message: str = DEFAULT_MESSAGE,
+        output_dir: str | None = None,
+        timeout: float = 10.0,
+        method: str = "auto",
+        mode: str = "auto",
+        gdb: str | None = None,
+    ) -> None:
+        self.pid = pid
+        self.keep_running = keep_running
+        self.message = message
+        self.output_dir = output_dir
+        self.timeout = timeout
+        self.method = method
+        self.mode = mode
+        self.gdb = gdb
 
 
-@dataclass
 class Result:
     """A dump that was written, and how it was taken."""
 
-    pid: int
-    path: str
-    method: str
-    injection: str
-    why: str
-    pypanic: str
-    target_exited: bool
-    elapsed_seconds: float
-    stopped_seconds: float | None
-    python: str
-    transcript: list[str] = field(default_factory=list)
+    def __init__(
+        self, request: Request, target: Target, path: str, outcome: Outcome, pypanic: str, exited: bool, started: float
+    ) -> None:
+        self.pid = target.pid
+        self.path = path
+        self.method = outcome.method
+        self.injection = outcome.path
+        self.why = outcome.why
+        self.pypanic = pypanic
+        self.target_exited = exited
+        self.elapsed_seconds = time.monotonic() - started
+        self.stopped_seconds = outcome.stopped_seconds
+        self.python = target.version_text
+        self.transcript = outcome.transcript
 
     def record(self) -> dict[str, object]:
-        record = asdict(self)
-        del record["transcript"]
-        return {"status": "dumped", **record}
+        """The result as ``--json`` prints it."""
+        fields = ("pid", "path", "method", "injection", "why", "pypanic", "target_exited", "elapsed_seconds",
+                  "stopped_seconds", "python")  # fmt: skip
+        return {"status": "dumped", **{name: getattr(self, name) for name in fields}}
 
 
-def methods(request: Request) -> list[Method]:
-    """Every method, in the order ``auto`` tries them."""
-    return [Ptrace(), Gdb(request.gdb)]
+def make_method(name: str, request: Request) -> Method:
+    """The method called ``name``, its module imported only now."""
+    if name == "ptrace":
+        from .methods.ptrace import Ptrace
+
+        return Ptrace()
+    if name == "gdb":
+        from .methods.gdb import Gdb
+
+        return Gdb(request.gdb)
+    raise ValueError(f"no method {name!r}")
 
 
 class PrivateDirectory:
-    """A directory only the target's user can read, visible in the target's root."""
+    """A directory only the target's user can read, visible in the target's root.
+
+    It is worked on through file descriptors, so that it can still be removed when the
+    path that reached it (``/proc/PID/root/...``) went away with the target.
+    """
 
     def __init__(self, target: Target) -> None:
         self.target = target
         failures = []
         for parent in _PRIVATE_PARENTS:
             try:
-                self.host = tempfile.mkdtemp(prefix="ncore.", dir=target.host_path(parent))
+                self.parent_fd = os.open(target.host_path(parent), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self.name = _fresh_directory(self.parent_fd)
             except OSError as e:
                 failures.append(f"{parent}: {e.strerror}")
                 continue
-            self.inside = f"{parent}/{os.path.basename(self.host)}"
+            self.host = target.host_path(f"{parent}/{self.name}")
+            self.inside = f"{parent}/{self.name}"
             break
         else:
             raise NcoreError(
                 f"found no directory the target can read to put the payload in ({'; '.join(failures)})",
                 "make /tmp writable in the target's root",
             )
-        self._own(self.host)
+        self.fd = os.open(self.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.parent_fd)
+        self._own(self.fd)
+        self.package_fd: int | None = None
 
-    def _own(self, path: str) -> None:
+    def _own(self, fd: int) -> None:
         if os.geteuid() == 0:
-            os.chown(path, self.target.uid, self.target.gid)
+            os.fchown(fd, self.target.uid, self.target.gid)
 
-    def write(self, name: str, data: bytes) -> str:
-        path = os.path.join(self.host, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        self._own(path)
-        return path
-
-    def copy_package(self, source: Path, name: str) -> None:
-        target = os.path.join(self.host, name)
-        os.mkdir(target, 0o700)
-        self._own(target)
-        for module in sorted(source.glob("*.py")):
-            self.write(f"{name}/{module.name}", module.read_bytes())
-
-    def read_result(self) -> dict[str, object] | None:
+    def write(self, name: str, data: bytes, directory: int | None = None) -> str:
+        """Create file ``name`` (it must not exist) holding ``data``; its path for the operator."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, 0o600, dir_fd=self.fd if directory is None else directory)
         try:
-            with open(os.path.join(self.host, "result.json")) as f:
-                return json.load(f)  # type: ignore[no-any-return]
-        except (OSError, ValueError):
+            os.write(fd, data)
+            self._own(fd)
+        finally:
+            os.close(fd)
+        return os.path.join(self.host, name)
+
+    def copy_package(self, source: str, name: str) -> None:
+        """Copy the modules of package directory ``source`` into subdirectory ``name``."""
+        os.mkdir(name, 0o700, dir_fd=self.fd)
+        self.package_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        self._own(self.package_fd)
+        for module in sorted(os.listdir(source)):
+            if module.endswith(".py"):
+                with open(os.path.join(source, module), "rb") as f:
+                    self.write(module, f.read(), self.package_fd)
+
+    def read_result(self) -> dict[str, str] | None:
+        try:
+            fd = os.open("result", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
             return None
+        with open(fd, "rb") as f:
+            return decode_fields(f.read())
 
     def remove(self) -> None:
-        shutil.rmtree(self.host, ignore_errors=True)
+        """Remove the directory and everything in it; never raises (what cannot go, stays)."""
+        if self.package_fd is not None:
+            _remove_entries(self.package_fd)
+            os.close(self.package_fd)
+        _remove_entries(self.fd)
+        os.close(self.fd)
+        try:
+            os.rmdir(self.name, dir_fd=self.parent_fd)
+        except OSError:
+            pass
+        os.close(self.parent_fd)
+
+
+def _remove_entries(directory: int) -> None:
+    for entry in os.listdir(directory):
+        try:
+            os.unlink(entry, dir_fd=directory)
+        except IsADirectoryError:
+            try:
+                os.rmdir(entry, dir_fd=directory)
+            except OSError:
+                pass
+        except OSError:
+            pass
+
+
+def _fresh_directory(parent_fd: int) -> str:
+    """Create a directory no one else can have made (mode 0700) in ``parent_fd``; its name."""
+    while True:
+        name = f"ncore.{os.urandom(6).hex()}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            return name
+        except FileExistsError:
+            continue
 
 
 def injected_code(directory: str) -> bytes:
@@ -167,7 +240,7 @@ class Handshake:
         self.target = target
         self.private = private
         self.copy_out = copy_out
-        self.answer: dict[str, object] | None = None
+        self.answer: dict[str, str] | None = None
         self.path: str | None = None
 
     def poll(self) -> bool:
@@ -177,7 +250,7 @@ class Handshake:
         if answer is None:
             return False
         inside = answer.get("path")
-        if isinstance(inside, str):
+        if inside is not None:
             self.path = _copy_out(self.target, inside) if self.copy_out else self.target.host_path(inside)
         self.private.write("ack", b"")
         self.answer = answer
@@ -189,17 +262,18 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     started = time.monotonic()
     deadline = started + request.timeout
     target = inspect(request.pid)
-    method = choose(request.method, target, methods(request))
+    method = choose(request.method, target, lambda name: make_method(name, request))
     output_dir = _output_directory(target, request.output_dir)
     progress("inspected")
     private = PrivateDirectory(target)
     try:
         copy_out = not request.keep_running and not target.same_mount_namespace
-        params = {"message": request.message, "keep_running": request.keep_running, "directory": output_dir,
-                  "hold_seconds": _HOLD_SECONDS if copy_out else 0}  # fmt: skip
-        private.write("params.json", json.dumps(params).encode())
-        private.write("payload.py", (Path(__file__).parent / "payload.py").read_bytes())
-        private.copy_package(Path(pypanic.__file__).parent, "pypanic")
+        params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
+                  "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else 0)}  # fmt: skip
+        private.write("params", encode_fields(params))
+        with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
+            private.write("payload.py", f.read())
+        private.copy_package(_PYPANIC, "pypanic")
         code = injected_code(private.inside)
         injection = Injection(code, private.write("code.py", code), request.mode, deadline)
         handshake = Handshake(target, private, copy_out)
@@ -216,18 +290,20 @@ def _run(method: Method, target: Target, injection: Injection, handshake: Handsh
     """Run the method in a thread, so that a payload running inside the method's call (a
     direct call) can be answered meanwhile."""
     box: dict[str, object] = {}
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def work() -> None:
         try:
             box["outcome"] = method.inject(target, injection)
         except BaseException as e:
             box["error"] = e
+        finally:
+            done.release()
 
-    worker = threading.Thread(target=work, name=f"ncore-{method.name}", daemon=True)
-    worker.start()
-    while worker.is_alive():
+    _thread.start_new_thread(work, ())
+    while not done.acquire(timeout=_POLL_SECONDS):
         handshake.poll()
-        worker.join(_POLL_SECONDS)
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["outcome"]  # type: ignore[return-value]
@@ -262,11 +338,7 @@ def _result(request: Request, target: Target, handshake: Handshake, outcome: Out
             "check that the target's working directory (or --output-dir) is writable and has room",
         )
     exited = False if request.keep_running else _wait_for_exit(target, until=time.monotonic() + 2)
-    return Result(
-        pid=target.pid, path=handshake.path, method=outcome.method, injection=outcome.path, why=outcome.why,
-        pypanic=str(answer.get("pypanic")), target_exited=exited, elapsed_seconds=time.monotonic() - started,
-        stopped_seconds=outcome.stopped_seconds, python=target.version_text, transcript=outcome.transcript,
-    )  # fmt: skip
+    return Result(request, target, handshake.path, outcome, answer.get("pypanic", "?"), exited, started)
 
 
 def _copy_out(target: Target, inside: str) -> str:
@@ -278,6 +350,8 @@ def _copy_out(target: Target, inside: str) -> str:
     while os.path.lexists(destination):
         n += 1
         destination = os.path.abspath(f"{name}.{n}")
+    import shutil  # here: a panic dump from another mount namespace is the only copy ncore makes
+
     shutil.copyfile(target.host_path(inside), destination)
     return destination
 

@@ -8,8 +8,6 @@ debugger, not CPython, not ours to trace) with a typed error saying why and what
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
 
 from . import arch
 from .elf import ET_DYN, ElfFile, NotElf, read_elf
@@ -22,19 +20,19 @@ PY_API = frozenset(
 does not export them is not treated as CPython."""
 
 _WANTED = PY_API | {"_PyRuntime", "Py_Version"}
-_LIBPYTHON = re.compile(r"/libpython(3\.\d+)t?d?\.so")
-_VERSION_IN_NAME = re.compile(r"python(3\.\d+)")
 _CAP_SYS_PTRACE = 19
 
 
-@dataclass(frozen=True)
 class ThreadState:
     """Where a thread is: running, or blocked in a system call (with its arguments)."""
 
-    running: bool
-    syscall: int | None
-    args: tuple[int, ...]
-    wchan: str
+    __slots__ = ("args", "running", "syscall", "wchan")
+
+    def __init__(self, running: bool, syscall: int | None, args: tuple[int, ...], wchan: str) -> None:
+        self.running = running
+        self.syscall = syscall
+        self.args = args
+        self.wchan = wchan
 
     def describe(self) -> str:
         if self.running:
@@ -44,24 +42,40 @@ class ThreadState:
         return f"blocked in {arch.syscall_name(self.syscall)}"
 
 
-@dataclass(frozen=True)
 class Target:
     """A live CPython process, as found in /proc."""
 
-    pid: int
-    comm: str
-    uid: int
-    gid: int
-    root: str
-    same_mount_namespace: bool
-    python_binary: str
-    version: tuple[int, int] | None
-    runtime: tuple[int, int]
-    """Address range of ``_PyRuntime`` in the process (a GIL waiter's futex lies in it)."""
-    functions: dict[str, int] = field(default_factory=dict)
-    """Where each function of PY_API is in the process."""
-    elf_machine: int = 0
-    """The processor the Python binary is built for (ELF e_machine)."""
+    def __init__(
+        self,
+        pid: int,
+        comm: str,
+        uid: int,
+        gid: int,
+        root: str,
+        same_mount_namespace: bool,
+        python_binary: str,
+        version: tuple[int, int] | None,
+        runtime: tuple[int, int],
+        functions: dict[str, int] | None = None,
+        elf_machine: int = 0,
+        maps: list[Mapping] | None = None,
+    ) -> None:
+        self.pid = pid
+        self.comm = comm
+        self.uid = uid
+        self.gid = gid
+        self.root = root
+        self.same_mount_namespace = same_mount_namespace
+        self.python_binary = python_binary
+        self.version = version
+        self.runtime = runtime
+        """Address range of ``_PyRuntime`` in the process (a GIL waiter's futex lies in it)."""
+        self.functions = functions or {}
+        """Where each function of PY_API is in the process."""
+        self.elf_machine = elf_machine
+        """The processor the Python binary is built for (ELF e_machine)."""
+        self.maps = maps or []
+        """The process's mappings when it was inspected."""
 
     @property
     def version_text(self) -> str:
@@ -150,29 +164,46 @@ def permission_hint(target_uid: int) -> str:
     return "look for a security module (SELinux, AppArmor, seccomp) that forbids ptrace here"
 
 
-def _mappings(pid: int) -> list[tuple[str, int, str]]:
-    """(address range as /proc/PID/map_files names it, file offset, path) of every file-backed mapping."""
+class Mapping:
+    """One line of /proc/PID/maps."""
+
+    __slots__ = ("end", "offset", "path", "perms", "start")
+
+    def __init__(self, start: int, end: int, perms: str, offset: int, path: str) -> None:
+        self.start = start
+        self.end = end
+        self.perms = perms
+        self.offset = offset
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        """The mapping's entry in /proc/PID/map_files."""
+        return f"{self.start:x}-{self.end:x}"
+
+
+def mappings(pid: int) -> list[Mapping]:
+    """Every mapping of ``pid``, in address order."""
     found = []
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
-            parts = line.split(None, 5)
-            if len(parts) == 6 and parts[5].startswith("/"):
-                start, end = (int(a, 16) for a in parts[0].split("-"))
-                found.append((f"{start:x}-{end:x}", int(parts[2], 16), parts[5].rstrip("\n")))
+            parts = line.rstrip("\n").split(None, 5)
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            found.append(Mapping(start, end, parts[1], int(parts[2], 16), parts[5] if len(parts) == 6 else ""))
     return found
 
 
-def _python_binary(pid: int, maps: list[tuple[str, int, str]]) -> tuple[ElfFile, str, int]:
+def _python_binary(pid: int, maps: list[Mapping]) -> tuple[ElfFile, str, int]:
     """The ELF file that exports the Py* API, its path as /proc shows it, and its load bias.
 
     A mapped file is opened through /proc/PID/map_files, which works whatever root or
     mount namespace the target is in and even when the file was deleted (an upgrade).
     """
     first_mapping = {}
-    for addresses, offset, path in maps:
-        if offset == 0 and path not in first_mapping:
-            first_mapping[path] = addresses
-    libraries = sorted(path for path in first_mapping if _LIBPYTHON.search(path))
+    for mapping in maps:
+        if mapping.offset == 0 and mapping.path.startswith("/") and mapping.path not in first_mapping:
+            first_mapping[mapping.path] = mapping
+    libraries = sorted(path for path in first_mapping if _is_libpython(path))
     exe = os.readlink(f"/proc/{pid}/exe")
     for path in [*libraries, exe]:
         mapped = first_mapping.get(path)
@@ -182,7 +213,7 @@ def _python_binary(pid: int, maps: list[tuple[str, int, str]]) -> tuple[ElfFile,
         if elf.symbols.keys() >= PY_API:
             bias = 0
             if elf.type == ET_DYN and mapped:
-                bias = int(mapped.split("-")[0], 16) - (elf.first_load_vaddr & ~0xFFF)
+                bias = mapped.start - (elf.first_load_vaddr & ~0xFFF)
             return elf, path, bias
     raise NotPython(
         f"process {pid} ({os.path.basename(exe)}) does not look like CPython: neither its executable nor a "
@@ -191,13 +222,13 @@ def _python_binary(pid: int, maps: list[tuple[str, int, str]]) -> tuple[ElfFile,
     )
 
 
-def _read_mapped(pid: int, path: str, mapped: str | None) -> ElfFile | None:
+def _read_mapped(pid: int, path: str, mapped: Mapping | None) -> ElfFile | None:
     """The ELF file mapped at ``mapped`` (or the executable), or None if it is not one.
 
     /proc/PID/map_files needs CAP_SYS_ADMIN; without it the file is opened through the
     target's root, which works for the target's own user.
     """
-    openings = [f"/proc/{pid}/map_files/{mapped}", f"/proc/{pid}/root{path}"] if mapped else [f"/proc/{pid}/exe"]
+    openings = [f"/proc/{pid}/map_files/{mapped.name}", f"/proc/{pid}/root{path}"] if mapped else [f"/proc/{pid}/exe"]
     for opened in openings:
         try:
             return read_elf(opened, _WANTED)
@@ -214,11 +245,23 @@ def _version(elf: ElfFile, name: str) -> tuple[int, int] | None:
     if data is not None and len(data) == 4:
         hexversion = int.from_bytes(data, "little")
         return hexversion >> 24, hexversion >> 16 & 0xFF
-    found = _VERSION_IN_NAME.search(name)
-    if found:
-        major, minor = found.group(1).split(".")
-        return int(major), int(minor)
-    return None
+    return _version_in_name(name)
+
+
+def _is_libpython(path: str) -> bool:
+    """``.../libpython3.12.so.1.0``, ``libpython3.14t.so``, ``libpython3.9d.so``."""
+    name = os.path.basename(path)
+    return name.startswith("libpython3.") and _version_in_name(name) is not None and ".so" in name
+
+
+def _version_in_name(name: str) -> tuple[int, int] | None:
+    """(3, 12) from a name holding ``python3.12``; None if there is none."""
+    start = name.rfind("python3.")
+    if start < 0:
+        return None
+    digits = name[start + len("python3.") :]
+    minor = digits[: len(digits) - len(digits.lstrip("0123456789"))]
+    return (3, int(minor)) if minor else None
 
 
 def inspect(pid: int) -> Target:
@@ -244,7 +287,7 @@ def inspect(pid: int) -> Target:
             f"detach that debugger (or end process {tracer}) and run ncore again",
         )
     try:
-        maps = _mappings(pid)
+        maps = mappings(pid)
         elf, inside, bias = _python_binary(pid, maps)
         root = os.readlink(f"/proc/{pid}/root")
         same_ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino
@@ -269,4 +312,5 @@ def inspect(pid: int) -> Target:
         runtime=(start, start + (runtime.size if runtime is not None else 0)),
         functions=functions,
         elf_machine=elf.machine,
+        maps=maps,
     )

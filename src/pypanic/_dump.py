@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 
 from . import _facts
 from ._config import Settings
@@ -169,7 +168,7 @@ def write(entries: list[tuple[str, str]], directory: str, pid: int) -> str:
     """Write the dump into ``directory`` atomically and return its final path."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    temporary = f".ncore.{pid}.{secrets.token_hex(6)}.tmp"
+    temporary = f".ncore.{pid}.{os.urandom(6).hex()}.tmp"
     try:
         fd = os.open(temporary, flags, 0o600, dir_fd=dir_fd)
         try:

@@ -115,12 +115,14 @@ def test_target_in_another_mount_namespace(start_service, tmp_path, kind):
     if os.geteuid() != 0:
         missing("unshare needs root")
     service = start_service(HOST[3], kind, prefix=("unshare", "--mount", "--propagation", "private"))
+    private_before = set(Path("/tmp").glob("ncore.*"))
     run = ncore("--method", "ptrace", str(service.pid), cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     record = run.record
     assert record["path"] == str(tmp_path / f"ncore.{service.pid}")
     assert service.process.wait(timeout=30) == 1
     assert load_dump(record["path"])["service.kind"] == kind
+    assert set(Path("/tmp").glob("ncore.*")) <= private_before, "ncore left its private directory behind"
 
 
 @pytest.mark.parametrize("kind", WAITS)

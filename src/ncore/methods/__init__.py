@@ -2,54 +2,68 @@
 
 A method gets a target and an Injection (the code to run, how, and by when) and either
 reports how it went (an Outcome) or raises an NcoreError. It does not wait for the dump:
-the session does that, through the payload's handshake.
+the session does that, through the payload's handshake. Each method lives in the module
+of its name and is imported only when it is tried: ``ncore PID`` on its usual path loads
+the ptrace method alone (the gdb method's imports cost more than a whole dump).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
-
 from .. import arch
 from ..errors import MethodUnavailable
-from ..target import Target
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    from ..target import Target
+
+    class Method(Protocol):
+        name: str
+
+        def unavailable(self, target: Target) -> str | None:
+            """Why this method cannot serve ``target`` here (and what to do), or None."""
+
+        def inject(self, target: Target, injection: Injection) -> Outcome:
+            """Make the target run the code; raise an NcoreError when that fails."""
+
+
+NAMES = ("ptrace", "gdb")
+"""Every method, in the order ``auto`` tries them."""
 MODES = ("auto", "pending", "direct")
 """How the code is run: decided by the safety rule, or forced (for tests and experts)."""
 
 
-@dataclass(frozen=True)
 class Injection:
     """What to run in the target: the code, as bytes and as a file the method may read."""
 
-    code: bytes
-    code_file: str
-    mode: str
-    deadline: float
-    """time.monotonic() by which the method must have let go of the target."""
+    def __init__(self, code: bytes, code_file: str, mode: str, deadline: float) -> None:
+        self.code = code
+        self.code_file = code_file
+        self.mode = mode
+        self.deadline = deadline
+        """time.monotonic() by which the method must have let go of the target."""
 
 
-@dataclass
 class Outcome:
     """How an injection went, for the result line and ``--json``."""
 
-    method: str
-    path: str
-    """``pending`` (queued for the interpreter's next safe point) or ``direct``."""
-    why: str
-    stopped_seconds: float | None = None
-    transcript: list[str] = field(default_factory=list)
-    """The method's raw output, shown with ``-v``."""
-
-
-class Method(Protocol):
-    name: str
-
-    def unavailable(self, target: Target) -> str | None:
-        """Why this method cannot serve ``target`` here (and what to do), or None."""
-
-    def inject(self, target: Target, injection: Injection) -> Outcome:
-        """Make the target run the code; raise an NcoreError when that fails."""
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        why: str,
+        stopped_seconds: float | None = None,
+        transcript: list[str] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        """``pending`` (queued for the interpreter's next safe point) or ``direct``."""
+        self.why = why
+        self.stopped_seconds = stopped_seconds
+        self.transcript = transcript or []
+        """The method's raw output, shown with ``-v``."""
 
 
 def explain(direct: bool, mode: str, syscall: int, gil_waiter: bool) -> str:
@@ -69,16 +83,17 @@ def explain(direct: bool, mode: str, syscall: int, gil_waiter: bool) -> str:
     return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
 
 
-def choose(name: str, target: Target, candidates: list[Method]) -> Method:
-    """The method called ``name``, or for ``auto`` the first one that can serve the target."""
-    wanted = [m for m in candidates if name in ("auto", m.name)]
+def choose(name: str, target: Target, make: Callable[[str], Method]) -> Method:
+    """The method called ``name``, or for ``auto`` the first one that can serve the target;
+    ``make`` builds a method from its name."""
+    wanted = [n for n in NAMES if name in ("auto", n)]
     reasons = []
-    for method in wanted:
+    for method in map(make, wanted):
         why = method.unavailable(target)
         if why is None:
             return method
         reasons.append(f"{method.name}: {why}")
-    known = ", ".join(m.name for m in candidates)
+    known = ", ".join(NAMES)
     if not wanted:
         raise MethodUnavailable(f"there is no method {name!r}", f"choose one of: auto, {known}")
     raise MethodUnavailable(

@@ -21,15 +21,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import platform
-import signal
 import struct
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cache
-from types import TracebackType
-from typing import TYPE_CHECKING
 
 from .. import arch
 from ..errors import (
@@ -41,11 +34,13 @@ from ..errors import (
     TargetExited,
     TimedOut,
 )
-from ..target import Target, permission_hint
+from ..target import Mapping, Target, permission_hint
 from . import Injection, Outcome, explain
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
+    from types import TracebackType
 
 _PTRACE_PEEKTEXT = 1
 _PTRACE_POKETEXT = 4
@@ -62,7 +57,6 @@ _WALL = 0x40000000
 _AT_ENTRY = 9
 _MAX_REGSET_BYTES = 1 << 16
 """The buffer offered for a register set; the kernel says how much of it the set takes."""
-_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 _RESCUE_SECONDS = 2.0
 """After the deadline: how long the thread gets to stop again, and a cleanup call to finish."""
 _WORD = 8
@@ -70,9 +64,11 @@ _RESTARTS = frozenset({-512, -513, -514})
 """The kernel's ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND: the interrupted call will be made again."""
 
 
-@dataclass(frozen=True)
 class Machine:
-    """What borrowing a thread needs to know about one processor architecture."""
+    """What borrowing a thread needs to know about one processor architecture.
+
+    Each architecture is a subclass that sets every attribute below.
+    """
 
     elf_machine: int
     registers: tuple[str, ...]
@@ -95,47 +91,56 @@ class Machine:
     red_zone: int
     stack_alignment: int
     """Of the stack pointer before the stub's call instruction."""
-    clear_bits: Mapping[str, int]
-    """Flag bits a called function must find clear."""
+    flags: str
+    clear_flags: int
+    """Bits of the ``flags`` register a called function must find clear."""
     mmap: int
     munmap: int
     futex: int
-    rewritten_timeouts: Mapping[int, tuple[int, int]]
+    rewritten_timeouts: tuple[tuple[int, int, int], ...]
     """System calls that, interrupted, write the time left into the caller's timeout and
-    restart with it: number -> (argument index, units per second of the struct's second
+    restart with it: (number, argument index, units per second of the struct's second
     field: 10**6 for a timeval, 10**9 for a timespec; both are two 64-bit integers)."""
+    trap_signal: int
+    """The signal a breakpoint raises (SIGTRAP)."""
+    fault_signals: frozenset[int]
+    """The signals a crashing call raises (SIGILL, SIGBUS, SIGFPE, SIGSEGV)."""
 
     @property
     def stub(self) -> bytes:
         return self.syscall_stub + self.call_stub
 
 
-X86_64 = Machine(
-    elf_machine=62,
-    registers=(
+class X86_64Machine(Machine):
+    elf_machine = 62
+    registers = (
         "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
         "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs",
-    ),
-    extended_regset=0x202,  # NT_X86_XSTATE
-    pc="rip",
-    sp="rsp",
-    result="rax",
-    interrupted_syscall="orig_rax",
-    call_args=("rdi", "rsi", "rdx", "rcx", "r8", "r9"),
-    syscall_args=("rdi", "rsi", "rdx", "r10", "r8", "r9"),
-    syscall_number="rax",
-    syscall_stub=b"\x0f\x05\xcc",  # syscall; int3
-    callee="rax",
-    call_stub=b"\xff\xd0\xcc",  # call *%rax; int3
-    red_zone=128,
-    stack_alignment=16,
-    clear_bits={"eflags": 0x400},  # the direction flag
-    mmap=9,
-    munmap=11,
-    futex=arch.FUTEX["x86_64"],
-    rewritten_timeouts={23: (4, 10**6), 270: (4, 10**9), 271: (2, 10**9)},  # select, pselect6, ppoll
-)  # fmt: skip
+    )  # fmt: skip
+    extended_regset = 0x202  # NT_X86_XSTATE
+    pc = "rip"
+    sp = "rsp"
+    result = "rax"
+    interrupted_syscall = "orig_rax"
+    call_args = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+    syscall_args = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+    syscall_number = "rax"
+    syscall_stub = b"\x0f\x05\xcc"  # syscall; int3
+    callee = "rax"
+    call_stub = b"\xff\xd0\xcc"  # call *%rax; int3
+    red_zone = 128
+    stack_alignment = 16
+    flags = "eflags"
+    clear_flags = 0x400  # the direction flag
+    mmap = 9
+    munmap = 11
+    futex = arch.FUTEX["x86_64"]
+    rewritten_timeouts = ((23, 4, 10**6), (270, 4, 10**9), (271, 2, 10**9))  # select, pselect6, ppoll
+    trap_signal = 5
+    fault_signals = frozenset({4, 7, 8, 11})
 
+
+X86_64 = X86_64Machine()
 MACHINES = {"x86_64": X86_64}
 
 
@@ -148,10 +153,7 @@ class _Exited(Exception):
 
 
 class _Fault(Exception):
-    """A borrowed call crashed (the kernel sent the thread a fault signal)."""
-
-    def __init__(self, signal_number: int) -> None:
-        super().__init__(signal.Signals(signal_number).name)
+    """A borrowed call crashed: the kernel sent the thread the fault signal numbered in ``args[0]``."""
 
 
 class _Kernel:
@@ -195,9 +197,14 @@ class _Kernel:
         return (self.ctypes.c_uint64 * 2)(self.ctypes.addressof(buffer), size)
 
 
-@cache
+_KERNEL: list[_Kernel] = []
+
+
 def _kernel() -> _Kernel:
-    return _Kernel()
+    """The one _Kernel (loading libc's ptrace once)."""
+    if not _KERNEL:
+        _KERNEL.append(_Kernel())
+    return _KERNEL[0]
 
 
 class Memory:
@@ -242,25 +249,6 @@ class Memory:
         os.close(self.fd)
 
 
-@dataclass(frozen=True)
-class _Mapping:
-    start: int
-    end: int
-    perms: str
-    offset: int
-    path: str
-
-
-def _mappings(pid: int) -> list[_Mapping]:
-    found = []
-    with open(f"/proc/{pid}/maps") as f:
-        for line in f:
-            parts = line.rstrip("\n").split(None, 5)
-            start, end = (int(x, 16) for x in parts[0].split("-"))
-            found.append(_Mapping(start, end, parts[1], int(parts[2], 16), parts[5] if len(parts) == 6 else ""))
-    return found
-
-
 def functions(target: Target, machine: Machine) -> dict[str, int]:
     """Where the Py* functions are in the target, once its binary is known to suit this processor."""
     if target.elf_machine != machine.elf_machine:
@@ -272,7 +260,7 @@ def functions(target: Target, machine: Machine) -> dict[str, int]:
     return target.functions
 
 
-def stub_address(pid: int, machine: Machine, maps: list[_Mapping]) -> int:
+def stub_address(pid: int, machine: Machine, maps: list[Mapping]) -> int:
     """The program's entry point (AT_ENTRY): executable, and run only once, at startup."""
     with open(f"/proc/{pid}/auxv", "rb") as f:
         auxv = f.read()
@@ -378,8 +366,8 @@ class Tracee:
             for number in self.signals:
                 os.kill(self.pid, number)
             if self.signals:
-                names = ", ".join(signal.strsignal(n) or str(n) for n in self.signals)
-                self.transcript.append(f"sent again the signals that arrived meanwhile: {names}")
+                numbers = ", ".join(map(str, self.signals))
+                self.transcript.append(f"sent again the signals that arrived meanwhile: {numbers}")
             if isinstance(error, _Late) and self.stuck:
                 raise TimedOut(
                     f"process {self.pid} did not return from {self.overdue} within the time limit; ncore abandoned "
@@ -434,8 +422,7 @@ class Tracee:
         registers[machine.pc] = self.stub + offset
         registers[machine.sp] = (registers[machine.sp] - machine.red_zone) & -machine.stack_alignment
         registers[machine.interrupted_syscall] = -1
-        for register, bits in machine.clear_bits.items():
-            registers[register] &= ~bits
+        registers[machine.flags] &= ~machine.clear_flags
         self.kernel.set_regset(self.pid, _NT_PRSTATUS, self._pack(registers))
         trap = self.stub + {0: len(machine.syscall_stub), len(machine.syscall_stub): len(machine.stub)}[offset]
         deadline = max(self.deadline, time.monotonic() + _RESCUE_SECONDS) if cleanup else self.deadline
@@ -470,11 +457,11 @@ class Tracee:
                     return False
             else:
                 number = os.WSTOPSIG(status)
-                if number == signal.SIGTRAP and trap is not None:
+                if number == self.machine.trap_signal and trap is not None:
                     registers = self._unpack(self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size))
                     if registers[self.machine.pc] == trap:
                         return True
-                if number in _FAULTS and trap is not None and self.kernel.signal_code(self.pid) > 0:
+                if number in self.machine.fault_signals and trap is not None and self.kernel.signal_code(self.pid) > 0:
                     raise _Fault(number)
                 self.signals.append(number)
             self.kernel.ptrace(_PTRACE_CONT, self.pid)
@@ -514,9 +501,10 @@ class Tracee:
         """
         registers = self.saved_registers()
         syscall = _signed(registers[self.machine.interrupted_syscall])
-        if syscall not in self.machine.rewritten_timeouts or _signed(registers[self.machine.result]) not in _RESTARTS:
+        found = [(index, units) for number, index, units in self.machine.rewritten_timeouts if number == syscall]
+        if not found or _signed(registers[self.machine.result]) not in _RESTARTS:
             return
-        index, units = self.machine.rewritten_timeouts[syscall]
+        index, units = found[0]
         address = registers[self.machine.syscall_args[index]]
         if not address:
             return
@@ -572,7 +560,7 @@ class Ptrace:
     name = "ptrace"
 
     def unavailable(self, target: Target) -> str | None:
-        system, machine = platform.system(), arch.machine()
+        system, machine = os.uname().sysname, arch.machine()
         if system != "Linux" or machine not in MACHINES:
             return (
                 f"the built-in ptrace injector works on Linux {', '.join(MACHINES)} only, not {system} {machine} "
@@ -587,9 +575,8 @@ class Ptrace:
     def inject(self, target: Target, injection: Injection) -> Outcome:
         machine = MACHINES[arch.machine()]
         try:
-            maps = _mappings(target.pid)
             api = functions(target, machine)
-            stub = stub_address(target.pid, machine, maps)
+            stub = stub_address(target.pid, machine, target.maps)
         except PermissionError:
             raise PermissionDenied(
                 f"not allowed to read process {target.pid}'s memory map", permission_hint(target.uid)
@@ -643,8 +630,11 @@ class Ptrace:
             if decided is None:
                 raise TargetExited(f"process {target.pid} exited while ncore was attached to it") from None
         except _Fault as e:
+            import signal
+
+            name = signal.Signals(e.args[0]).name
             raise NcoreError(
-                f"{tracee.calling} crashed in process {target.pid} ({e}); ncore put the main thread back where it was",
+                f"{tracee.calling} crashed in process {target.pid} ({name}); ncore put the main thread back",
                 "run with -v to see the steps; try --method gdb",
             ) from None
         return Outcome("ptrace", decided[0], decided[1], tracee.borrowed_ms() / 1000, transcript)

@@ -1,0 +1,70 @@
+"""Running a dump for the operator and telling how it went: the only place ncore prints.
+
+The story goes to standard output as it happens (``attempting to attach to process 1369
+... . . ok.`` then the dump's path); errors go to standard error with their fix, and end
+in the error's exit code (see ncore.errors for the table). ``--json`` prints one record
+on standard output instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .errors import NcoreError
+from .session import Request, Result, take_dump
+
+
+def dump(request: Request, as_json: bool = False, verbose: bool = False) -> int:
+    """Take the dump ``request`` asks for, tell the story; the exit code."""
+    if not as_json:
+        _say(f"attempting to attach to process {request.pid} ...")
+
+    def progress(step: str) -> None:
+        if not as_json:
+            _say(" .")
+
+    try:
+        result = take_dump(request, progress)
+    except NcoreError as e:
+        return _failed(e, request.pid, as_json)
+    if as_json:
+        _print_json(result.record())
+        return 0
+    _say(f" ok.\n{result.path}\n")
+    if verbose:
+        _details(result)
+    return 0
+
+
+def _say(text: str, err: bool = False) -> None:
+    out = sys.stderr if err else sys.stdout
+    out.write(text)
+    out.flush()
+
+
+def _print_json(record: dict[str, object]) -> None:
+    import json  # here: its import costs more than the rest of a dump, and the story needs none
+
+    _say(json.dumps(record) + "\n")
+
+
+def _details(result: Result) -> None:
+    stopped = "" if result.stopped_seconds is None else f", target stopped {result.stopped_seconds * 1000:.0f} ms"
+    lines = [
+        f"method {result.method}, {result.injection} call: {result.why}",
+        f"pypanic: {result.pypanic}; Python {result.python}; took {result.elapsed_seconds * 1000:.0f} ms{stopped}",
+        "the process exited" if result.target_exited else "the process is still running",
+        *(f"  | {line}" for line in result.transcript),
+    ]
+    _say("".join(f"{line}\n" for line in lines), err=True)
+
+
+def _failed(error: NcoreError, pid: int, as_json: bool) -> int:
+    if as_json:
+        _print_json(
+            {"status": error.kind, "pid": pid, "error": error.message, "hint": error.hint, "exit_code": error.exit_code}
+        )
+    else:
+        _say(" failed.\n")
+        _say(f"ncore: {error.message}\n" + (f"  fix: {error.hint}\n" if error.hint else ""), err=True)
+    return error.exit_code
