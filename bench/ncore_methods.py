@@ -6,7 +6,8 @@ For a busy target (tests/targets/service.py busy, pyenv CPython 3.12), ``runs`` 
 each with the installed ``ncore --keep-running --method ptrace``, ``--method gdb`` (the sid chroot's
 gdb) and hypno from PyPI (installed into a scratch virtual environment, running the same
 ``pypanic.dump``), interleaved. Measured: time from starting the command to the dump on
-disk, and the time the target spent stopped by a tracer, sampled from
+disk (ncore returns once it is; hypno is waited for by polling the directory), and in a
+second run the time the target spent stopped by a tracer, sampled from
 /proc/PID/task/PID/stat every 0.2 ms by the same sampler for every method. The time of
 ``python -c pass`` is measured in the same run for the goal's ratio.
 """
@@ -72,19 +73,23 @@ def hypno_command() -> list[str]:
 
 
 def timed(pid: int, work: str, run: Callable[[], None]) -> tuple[float, float]:
+    """(Time to a complete dump, time the target was stopped), from two runs: the sampler
+    competes for the CPU, so the timed run goes without it."""
     before = set(Path(work).glob("ncore.*"))
-    sampler = StopSampler(pid)
     began = time.perf_counter()
     run()
     while set(Path(work).glob("ncore.*")) == before:
         time.sleep(0.0005)
     elapsed = time.perf_counter() - began
+    sampler = StopSampler(pid)
+    run()
     return elapsed, sampler.finish()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--only", choices=["ptrace", "gdb", "hypno"], help="measure one method alone")
     args = parser.parse_args()
     hypno = hypno_command()
     code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import pypanic; pypanic.dump('hypno')"
@@ -110,6 +115,7 @@ def main() -> None:
             subprocess.run([*hypno, str(pid), code], env=ENV, check=True, capture_output=True, timeout=60)
 
         runners = {"ptrace": ncore("ptrace"), "gdb": ncore("gdb"), "hypno": run_hypno}
+        runners = {name: run for name, run in runners.items() if args.only in (None, name)}
         try:
             for _ in range(args.runs):
                 began = time.perf_counter()
@@ -128,6 +134,8 @@ def main() -> None:
     print("| method | to complete dump | vs `python -c pass` | target stopped |")
     print("|---|---|---|---|")
     for name, values in results.items():
+        if not values:
+            continue
         elapsed = statistics.median(v[0] for v in values)
         stopped = statistics.median(v[1] for v in values)
         label = f"ncore --method {name}" if name != "hypno" else "hypno (PyPI)"

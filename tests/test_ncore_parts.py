@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,3 +135,23 @@ def test_the_carried_pypanic_is_the_installed_one():
     from ncore import session
 
     assert Path(session._PYPANIC).samefile(Path(pypanic._panic.__file__).parent)
+
+
+def test_the_installed_pypanic_is_used_in_place_only_when_safe(tmp_path):
+    """The payload loads ncore's own pypanic where it lies when the target's user can read it
+    and nobody but root (or ncore's user) can change it; otherwise ncore brings a copy."""
+    from ncore.session import _PYPANIC, _safe_for
+
+    assert _safe_for(os.geteuid(), _PYPANIC)
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for directory in (tmp_path, package):
+        directory.chmod(0o755)
+    nobody = 65534
+    readable_to_all = all(Path(p).stat().st_mode & 0o005 == 0o005 for p in [*package.parents, package])
+    assert _safe_for(nobody, str(package)) == readable_to_all
+    package.chmod(0o700)
+    assert not _safe_for(nobody, str(package)), "a directory the target's user cannot enter"
+    package.chmod(0o777)
+    assert not _safe_for(os.geteuid(), str(package)), "a directory anybody can change"

@@ -45,11 +45,10 @@ def decode_fields(data: bytes) -> dict[str, str]:
 
 
 def _answer(directory: str, result: dict[str, str | None]) -> None:
+    """Write ``result`` whole or not at all (the rename); no fsync, it need not outlive a crash."""
     temporary = os.path.join(directory, "result.tmp")
     with open(temporary, "wb") as f:
         f.write(encode_fields(result))
-        f.flush()
-        os.fsync(f.fileno())
     os.rename(temporary, os.path.join(directory, "result"))
 
 
@@ -71,7 +70,7 @@ def _panic_module(name: str) -> ModuleType | None:
     return module if getattr(module, "NCORE_PROTOCOL", 0) == PROTOCOL else None
 
 
-def _choose_pypanic(directory: str) -> tuple[ModuleType | None, str]:
+def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType | None, str]:
     import importlib.util
 
     if "pypanic" in sys.modules:
@@ -83,7 +82,7 @@ def _choose_pypanic(directory: str) -> tuple[ModuleType | None, str]:
         if found is not None:
             return found, "importable"
     if CARRIED_NAME not in sys.modules:
-        package = os.path.join(directory, "pypanic")
+        package = carried
         spec = importlib.util.spec_from_file_location(
             CARRIED_NAME, os.path.join(package, "__init__.py"), submodule_search_locations=[package]
         )
@@ -102,7 +101,8 @@ def run(directory: str) -> None:
     """Take the dump ``params`` asks for and write ``result``; never raises.
 
     params: ``message``, ``keep_running`` (``1`` or ``0``), ``directory`` (absent: the
-    working directory), ``hold_seconds``. result: ``path`` or ``error``, and ``pypanic``
+    working directory), ``hold_seconds``, ``pypanic`` (the directory of the pypanic ncore
+    carries; absent: ``pypanic`` beside this file). result: ``path`` or ``error``, and ``pypanic``
     (which copy took the dump: target, importable or carried).
     """
     try:
@@ -110,7 +110,7 @@ def run(directory: str) -> None:
             params = decode_fields(f.read())
         keep_running = params["keep_running"] == "1"
         hold_seconds = float(params["hold_seconds"])
-        panic_module, source = _choose_pypanic(directory)
+        panic_module, source = _choose_pypanic(directory, params.get("pypanic") or os.path.join(directory, "pypanic"))
         if panic_module is None:
             raise RuntimeError("the pypanic ncore carries does not speak this payload's protocol")
 

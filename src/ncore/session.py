@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 DEFAULT_MESSAGE = "core dump initiated at user request"
 _PRIVATE_PARENTS = ("/tmp", "/var/tmp", "/dev/shm")
 _HOLD_SECONDS = 5.0
-_POLL_SECONDS = 0.002
+_POLL_SECONDS = 0.0005
+_CHECK_SECONDS = 0.01
+"""How often a wait also looks whether the target is still alive."""
 _PYPANIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pypanic")
 """The pypanic package installed with ncore (found, not imported: ncore does not need it loaded)."""
 
@@ -198,6 +200,35 @@ def _fresh_directory(parent_fd: int) -> str:
             continue
 
 
+def _carried_pypanic(target: Target, private: PrivateDirectory) -> str:
+    """The pypanic the payload falls back on, as the target sees it: the one installed with
+    ncore when the target can read it there and nobody else can change it, else a copy in
+    the private directory (another root, a mount namespace, or a home the target cannot read)."""
+    inside = target.inside_path(_PYPANIC)
+    if inside is not None and _safe_for(target.uid, _PYPANIC):
+        return inside
+    private.copy_package(_PYPANIC, "pypanic")
+    return f"{private.inside}/pypanic"
+
+
+def _safe_for(uid: int, package: str) -> bool:
+    """Whether user ``uid`` may read ``package`` (a directory of modules) while only root or
+    ncore's own user can change it or any directory above it. Group rights are not counted."""
+    directories = ["/"]
+    for part in package.strip("/").split("/"):
+        directories.append(os.path.join(directories[-1], part))
+    modules = [os.path.join(package, name) for name in os.listdir(package) if name.endswith(".py")]
+    for path in directories + modules:
+        info = os.stat(path)
+        shared_writable = info.st_mode & 0o022 and not info.st_mode & 0o1000  # sticky, like /tmp: fine
+        if info.st_uid not in (0, os.geteuid()) or shared_writable:
+            return False
+        needed = 0o005 if path in directories else 0o004
+        if info.st_uid != uid and info.st_mode & needed != needed:
+            return False
+    return True
+
+
 def injected_code(directory: str) -> bytes:
     """The code the target runs: execute the payload, and never let anything escape.
 
@@ -270,10 +301,10 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
         copy_out = not request.keep_running and not target.same_mount_namespace
         params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
                   "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else 0)}  # fmt: skip
+        params["pypanic"] = _carried_pypanic(target, private)
         private.write("params", encode_fields(params))
         with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
             private.write("payload.py", f.read())
-        private.copy_package(_PYPANIC, "pypanic")
         code = injected_code(private.inside)
         injection = Injection(code, private.write("code.py", code), request.mode, deadline)
         handshake = Handshake(target, private, copy_out)
@@ -310,15 +341,19 @@ def _run(method: Method, target: Target, injection: Injection, handshake: Handsh
 
 
 def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome, deadline: float) -> None:
+    next_check = 0.0
     while not handshake.poll():
-        if not target.alive():
-            if handshake.poll():
-                return
-            raise TargetExited(
-                f"process {target.pid} exited before it reported a dump ({outcome.path} call via {outcome.method})",
-                "look at the target's standard error for pypanic's log lines",
-            )
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + _CHECK_SECONDS
+            if not target.alive():
+                if handshake.poll():
+                    return
+                raise TargetExited(
+                    f"process {target.pid} exited before it reported a dump ({outcome.path} call via {outcome.method})",
+                    "look at the target's standard error for pypanic's log lines",
+                )
+        if now > deadline:
             state = target.main_thread().describe()
             raise TimedOut(
                 f"process {target.pid} did not run the dump in time: the code was queued as a {outcome.path} call "

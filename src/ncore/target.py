@@ -102,10 +102,13 @@ class Target:
         return None
 
     def alive(self) -> bool:
+        """Whether the process still runs (not gone, not a zombie); one short read of /proc."""
         try:
-            return _status(self.pid).get("State", "Z")[0] not in "ZX"
-        except NoSuchProcess:
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
             return False
+        return state not in (b"Z", b"X")
 
     def main_thread(self) -> ThreadState:
         return thread_state(self.pid, self.pid)
