@@ -51,6 +51,7 @@ def _print_json(record: dict[str, object]) -> None:
 def _details(result: Result) -> None:
     stopped = "" if result.stopped_seconds is None else f", target stopped {result.stopped_seconds * 1000:.0f} ms"
     lines = [
+        *(f"passed over {reason}" for reason in result.skipped),
         f"method {result.method}, {result.injection} call: {result.why}",
         f"pypanic: {result.pypanic}; Python {result.python}; took {result.elapsed_seconds * 1000:.0f} ms{stopped}",
         "the process exited" if result.target_exited else "the process is still running",

@@ -66,13 +66,22 @@ class Result:
     """A dump that was written, and how it was taken."""
 
     def __init__(
-        self, request: Request, target: Target, path: str, outcome: Outcome, pypanic: str, exited: bool, started: float
+        self,
+        target: Target,
+        path: str,
+        outcome: Outcome,
+        skipped: list[str],
+        pypanic: str,
+        exited: bool,
+        started: float,
     ) -> None:
         self.pid = target.pid
         self.path = path
         self.method = outcome.method
         self.injection = outcome.path
         self.why = outcome.why
+        self.skipped = skipped
+        """Why each method ``auto`` tried first could not serve the target."""
         self.pypanic = pypanic
         self.target_exited = exited
         self.elapsed_seconds = time.monotonic() - started
@@ -82,13 +91,17 @@ class Result:
 
     def record(self) -> dict[str, object]:
         """The result as ``--json`` prints it."""
-        fields = ("pid", "path", "method", "injection", "why", "pypanic", "target_exited", "elapsed_seconds",
-                  "stopped_seconds", "python")  # fmt: skip
+        fields = ("pid", "path", "method", "injection", "why", "skipped", "pypanic", "target_exited",
+                  "elapsed_seconds", "stopped_seconds", "python")  # fmt: skip
         return {"status": "dumped", **{name: getattr(self, name) for name in fields}}
 
 
 def make_method(name: str, request: Request) -> Method:
     """The method called ``name``, its module imported only now."""
+    if name == "remote-exec":
+        from .methods.remote_exec import RemoteExec
+
+        return RemoteExec()
     if name == "ptrace":
         from .methods.ptrace import Ptrace
 
@@ -293,7 +306,7 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     started = time.monotonic()
     deadline = started + request.timeout
     target = inspect(request.pid)
-    method = choose(request.method, target, lambda name: make_method(name, request))
+    method, skipped = choose(request.method, target, lambda name: make_method(name, request))
     output_dir = _output_directory(target, request.output_dir)
     progress("inspected")
     private = PrivateDirectory(target)
@@ -306,13 +319,14 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
         with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
             private.write("payload.py", f.read())
         code = injected_code(private.inside)
-        injection = Injection(code, private.write("code.py", code), request.mode, deadline)
+        code_file = private.write("code.py", code)
+        injection = Injection(code, code_file, request.mode, deadline, script=f"{private.inside}/code.py")
         handshake = Handshake(target, private, copy_out)
         outcome = _run(method, target, injection, handshake)
         progress("injected")
         _wait_for_answer(target, handshake, outcome, deadline)
         progress("answered")
-        return _result(request, target, handshake, outcome, started)
+        return _result(request, target, handshake, outcome, skipped, started)
     finally:
         private.remove()
 
@@ -365,7 +379,9 @@ def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome, dea
         time.sleep(_POLL_SECONDS)
 
 
-def _result(request: Request, target: Target, handshake: Handshake, outcome: Outcome, started: float) -> Result:
+def _result(
+    request: Request, target: Target, handshake: Handshake, outcome: Outcome, skipped: list[str], started: float
+) -> Result:
     answer = handshake.answer or {}
     if answer.get("error") or handshake.path is None:
         raise DumpFailed(
@@ -373,7 +389,7 @@ def _result(request: Request, target: Target, handshake: Handshake, outcome: Out
             "check that the target's working directory (or --output-dir) is writable and has room",
         )
     exited = False if request.keep_running else _wait_for_exit(target, until=time.monotonic() + 2)
-    return Result(request, target, handshake.path, outcome, answer.get("pypanic", "?"), exited, started)
+    return Result(target, handshake.path, outcome, skipped, answer.get("pypanic", "?"), exited, started)
 
 
 def _copy_out(target: Target, inside: str) -> str:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
             """Make the target run the code; raise an NcoreError when that fails."""
 
 
-NAMES = ("ptrace", "gdb")
+NAMES = ("remote-exec", "ptrace", "gdb")
 """Every method, in the order ``auto`` tries them."""
 MODES = ("auto", "pending", "direct")
 """How the code is run: decided by the safety rule, or forced (for tests and experts)."""
@@ -38,12 +38,15 @@ MODES = ("auto", "pending", "direct")
 class Injection:
     """What to run in the target: the code, as bytes and as a file the method may read."""
 
-    def __init__(self, code: bytes, code_file: str, mode: str, deadline: float) -> None:
+    def __init__(self, code: bytes, code_file: str, mode: str, deadline: float, script: str = "") -> None:
         self.code = code
         self.code_file = code_file
+        """The code's file, as ncore sees it."""
         self.mode = mode
         self.deadline = deadline
         """time.monotonic() by which the method must have let go of the target."""
+        self.script = script
+        """The code's file, as the target sees it."""
 
 
 class Outcome:
@@ -83,15 +86,15 @@ def explain(direct: bool, mode: str, syscall: int, gil_waiter: bool) -> str:
     return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
 
 
-def choose(name: str, target: Target, make: Callable[[str], Method]) -> Method:
-    """The method called ``name``, or for ``auto`` the first one that can serve the target;
-    ``make`` builds a method from its name."""
+def choose(name: str, target: Target, make: Callable[[str], Method]) -> tuple[Method, list[str]]:
+    """The method called ``name``, or for ``auto`` the first one that can serve the target,
+    with why each method before it could not; ``make`` builds a method from its name."""
     wanted = [n for n in NAMES if name in ("auto", n)]
-    reasons = []
+    reasons: list[str] = []
     for method in map(make, wanted):
         why = method.unavailable(target)
         if why is None:
-            return method
+            return method, reasons
         reasons.append(f"{method.name}: {why}")
     known = ", ".join(NAMES)
     if not wanted:
