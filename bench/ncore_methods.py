@@ -107,7 +107,9 @@ def main() -> None:
             argv = [NCORE, "--keep-running", "--method", method, "--gdb", str(GDB), str(pid)]
 
             def run() -> None:
-                subprocess.run(argv, env=ENV, check=True, capture_output=True, timeout=60)
+                done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=60, check=False)
+                if done.returncode:
+                    raise SystemExit(f"{argv} failed: {done.stdout} {done.stderr}")
 
             return run
 

@@ -49,11 +49,12 @@ def test_snapshots_leave_the_target_running(start_service, interpreter):
     service.assert_left_running()
 
 
+@pytest.mark.parametrize("with_pypanic", [True, False], ids=["pypanic", "no-pypanic"])
 @pytest.mark.parametrize("interpreter", MODERN, ids=lambda i: i.name)
-def test_a_blocked_main_thread_falls_back_to_a_direct_call(start_service, interpreter):
-    """The main thread sleeps: remote exec would wait for the sleep to end, so auto passes
-    it over (and says why) for the ptrace method's direct call."""
-    service = start_service(interpreter, "sleep")
+def test_a_blocked_main_thread_falls_back_to_a_direct_call(start_service, interpreter, with_pypanic):
+    """The main thread sleeps (no signal handler could wake it): remote exec would wait for
+    the sleep to end, so auto passes it over (and says why) for the ptrace method's direct call."""
+    service = start_service(interpreter, "sleep", with_pypanic=with_pypanic)
     run = run_ncore(str(service.pid))
     assert run.returncode == 0, run.stdout + run.stderr
     assert (run.record["method"], run.record["injection"]) == ("ptrace", "direct")
