@@ -109,7 +109,7 @@ def main() -> None:
             def run() -> None:
                 done = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=60, check=False)
                 if done.returncode:
-                    raise SystemExit(f"{argv} failed: {done.stdout} {done.stderr}")
+                    raise RuntimeError(f"{argv} failed: {done.stdout} {done.stderr}")
 
             return run
 
@@ -119,14 +119,24 @@ def main() -> None:
         runners = {"ptrace": ncore("ptrace"), "gdb": ncore("gdb"), "hypno": run_hypno}
         runners = {name: run for name, run in runners.items() if args.only in (None, name)}
         try:
+            previous = "nothing"
             for _ in range(args.runs):
                 began = time.perf_counter()
                 subprocess.run([sys.executable, "-c", "pass"], env=ENV, check=True)
                 bare.append(time.perf_counter() - began)
                 for name, run in runners.items():
-                    results[name].append(timed(pid, work, run))
+                    try:
+                        results[name].append(timed(pid, work, run))
+                    except RuntimeError as e:
+                        time.sleep(0.5)
+                        if target.poll() is not None:
+                            raise SystemExit(
+                                f"the target died (status {target.returncode}) during {name}, after {previous}"
+                            ) from None
+                        raise SystemExit(f"{name} failed with the target alive: {e}") from None
                     if target.poll() is not None:
                         raise SystemExit(f"{name} killed the target")
+                    previous = name
         finally:
             target.kill()
             target.wait()
