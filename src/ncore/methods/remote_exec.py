@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 from .. import arch
 from ..errors import NcoreError, NoSuchProcess, PermissionDenied
-from ..target import Target, permission_hint, thread_state
+from ..target import Target, ThreadState, permission_hint, thread_state
 from . import Injection, Outcome
 
 COOKIE = b"xdebugpy"
+_SAMPLES = 5
+_SAMPLE_SECONDS = 0.001
 PLEASE_STOP = 1 << 5
 """_PY_EVAL_PLEASE_STOP_BIT of a thread's eval breaker: makes it handle pending work."""
 
@@ -121,16 +124,38 @@ def _main_thread_state(memory: _Memory, runtime: int, offsets: Offsets) -> int:
     return thread
 
 
+def _blocked_main_thread(target: Target) -> ThreadState | None:
+    """The main thread's state if it sleeps in a system call (not a wait for the GIL) in every
+    one of a few samples; None when it works. One sample would catch a busy thread in a short
+    call, and a call held up by the disk ("D", as a rename under load) is work, not a wait."""
+    low, high = target.runtime
+    for _ in range(_SAMPLES):
+        main = thread_state(target.pid, target.pid)
+        if main.running or main.syscall is None or _state(target.pid) != b"S":
+            return None
+        if arch.is_futex(main.syscall) and main.args and low <= main.args[0] < high:
+            return None
+        time.sleep(_SAMPLE_SECONDS)
+    return main
+
+
+def _state(pid: int) -> bytes:
+    """The main thread's scheduler state: R running, S sleeping, D waiting for the disk..."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b"?"
+
+
 class RemoteExec:
     name = "remote-exec"
 
     def unavailable(self, target: Target) -> str | None:
         if target.version is None or target.version < (3, 14):
             return f"needs CPython 3.14 or later; process {target.pid} runs {target.version_text}"
-        main = thread_state(target.pid, target.pid)
-        low, high = target.runtime
-        gil_waiter = main.syscall is not None and arch.is_futex(main.syscall) and low <= main.args[0] < high
-        if not main.running and not gil_waiter:
+        main = _blocked_main_thread(target)
+        if main is not None:
             return (
                 f"the main thread is {main.describe()}, and would run the script only when that call returns "
                 "(the ptrace method calls it directly)"
