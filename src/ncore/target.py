@@ -103,15 +103,20 @@ class Target:
 
     def alive(self) -> bool:
         """Whether the process still runs (not gone, not a zombie); one short read of /proc."""
-        try:
-            with open(f"/proc/{self.pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return False
-        return state not in (b"Z", b"X")
+        return scheduler_state(self.pid, self.pid) not in ("Z", "X", "?")
 
     def main_thread(self) -> ThreadState:
         return thread_state(self.pid, self.pid)
+
+
+def scheduler_state(pid: int, tid: int) -> str:
+    """Thread ``tid``'s state letter in /proc (R running, S sleeping, D waiting for the disk,
+    Z zombie...); ``?`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return "?"
 
 
 def thread_state(pid: int, tid: int) -> ThreadState:

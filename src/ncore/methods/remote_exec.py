@@ -25,7 +25,7 @@ import time
 
 from .. import arch
 from ..errors import NcoreError, NoSuchProcess, PermissionDenied
-from ..target import Target, ThreadState, permission_hint, thread_state
+from ..target import Target, ThreadState, permission_hint, scheduler_state, thread_state
 from . import Injection, Outcome
 
 COOKIE = b"xdebugpy"
@@ -131,21 +131,12 @@ def _blocked_main_thread(target: Target) -> ThreadState | None:
     low, high = target.runtime
     for _ in range(_SAMPLES):
         main = thread_state(target.pid, target.pid)
-        if main.running or main.syscall is None or _state(target.pid) != b"S":
+        if main.running or main.syscall is None or scheduler_state(target.pid, target.pid) != "S":
             return None
         if arch.is_futex(main.syscall) and main.args and low <= main.args[0] < high:
             return None
         time.sleep(_SAMPLE_SECONDS)
     return main
-
-
-def _state(pid: int) -> bytes:
-    """The main thread's scheduler state: R running, S sleeping, D waiting for the disk..."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return b"?"
 
 
 class RemoteExec:
