@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from . import report
-from .errors import BadUsage
+from .errors import BadUsage, NcoreError
 from .options import DUMP_OPTIONS, Option, request
 
 
@@ -85,6 +85,42 @@ def dump_command(**values: Any) -> None:
     except BadUsage as e:
         raise click.UsageError(e.message) from None
     sys.exit(report.dump(wanted, bool(values["as_json"]), bool(values["verbose"])))
+
+
+@cli.command("show")
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument("keys", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print values as JSON, strings quoted too (for jq).")
+@click.option("--pager", is_flag=True, help="Page the view through $PAGER (less by default).")
+def show_command(file: str, keys: tuple[str, ...], as_json: bool, pager: bool) -> None:
+    """Read dump FILE (- for standard input): the whole of it, or the values of KEYS.
+
+    A KEY is looked up whole first (dump keys contain dots), then as a dotted path into
+    nested values. Scalars print bare, objects and lists as JSON, one value per key.
+
+    \b
+    Examples:
+      ncore show ncore.1369                     the dump, as a person reads it
+      ncore show ncore.1369 func1.arg           10
+      ncore show ncore.1369 panic.memusage.rss  12161024
+      ncore show --json ncore.1369 | jq '."panic.threads"[0].frames'
+    """
+    from . import dumpfile, show
+
+    try:
+        dump = dumpfile.load(file)
+        if keys or as_json:
+            values = [dumpfile.lookup(dump, key) for key in keys] if keys else [dump]
+            click.echo(show.format_values(values, as_json), nl=False)
+            return
+        console = show.make_console()
+        if pager:
+            with console.pager(styles=True):
+                show.render(dump, console)
+        else:
+            show.render(dump, console)
+    except NcoreError as e:
+        sys.exit(report.failure(e))
 
 
 def main() -> None:

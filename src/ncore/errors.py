@@ -8,7 +8,8 @@ fix it. Exit codes (documented in the README):
     2  usage error (bad option)      8  another debugger is attached to the target
     3  no such process               9  the target could not write the dump
     4  not a live CPython process   10  the target exited without writing a dump
-    5  permission denied
+    5  permission denied            11  ncore show: the file is not a readable dump
+                                   12  ncore show: a key asked for is not in the dump
 """
 
 from __future__ import annotations
@@ -69,3 +70,13 @@ class DumpFailed(NcoreError):
 class TargetExited(NcoreError):
     exit_code = 10
     kind = "target-exited"
+
+
+class NotADump(NcoreError):
+    exit_code = 11
+    kind = "not-a-dump"
+
+
+class NoSuchKey(NcoreError):
+    exit_code = 12
+    kind = "no-such-key"

@@ -65,7 +65,12 @@ def _failed(error: NcoreError, pid: int, as_json: bool) -> int:
         _print_json(
             {"status": error.kind, "pid": pid, "error": error.message, "hint": error.hint, "exit_code": error.exit_code}
         )
-    else:
-        _say(" failed.\n")
-        _say(f"ncore: {error.message}\n" + (f"  fix: {error.hint}\n" if error.hint else ""), err=True)
+        return error.exit_code
+    _say(" failed.\n")
+    return failure(error)
+
+
+def failure(error: NcoreError) -> int:
+    """Tell the operator what went wrong and how to fix it, on standard error; the exit code."""
+    _say(f"ncore: {error.message}\n" + (f"  fix: {error.hint}\n" if error.hint else ""), err=True)
     return error.exit_code
