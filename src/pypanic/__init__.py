@@ -9,6 +9,7 @@ needs; the rest is loaded on the first dump or by ``enable_panic_on_crash()``.
 
 from __future__ import annotations
 
+from ._beacon import light
 from ._registry import Registry, shared
 
 TYPE_CHECKING = False
@@ -21,6 +22,8 @@ __version__ = "0.1.0"
 
 panicDbg: Registry = shared()
 """The process's debug-state registry, also installed as the builtin ``panicDbg``."""
+if getattr(panicDbg, "beacon", None) is None:
+    panicDbg.beacon = light(__version__)
 
 
 def panic(msg: str, err: object = None, *, directory: str | None = None) -> NoReturn:

@@ -72,7 +72,7 @@ def memory_usage() -> dict[str, Any]:
             "heapUsed": _kilobytes(status, "RssAnon"),
         }
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         info = psutil.Process().memory_info()
         return {"rss": info.rss, "vsize": info.vms, "heapTotal": getattr(info, "data", None), "heapUsed": None}

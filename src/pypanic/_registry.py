@@ -77,6 +77,8 @@ class Registry:
         self.settings: dict[str, Any] = {}
         self.saved_hooks: dict[str, Any] = {}
         self.guard = PanicGuard()
+        self.beacon: object = None
+        """The mark that shows pypanic is loaded (pypanic._beacon), once made."""
 
     def add(self, keybase: str, value: Any) -> str:
         """Register ``value`` under a new key ``<keybase><n>`` and return that key.
