@@ -56,12 +56,15 @@ class Processes:
         return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
     def reap(self) -> None:
+        # Every one killed before any is waited for: a traced target is reported to its
+        # parent only once its tracer (maybe another of these) is gone.
         for process in self.started:
             if process.poll() is None:
                 try:
                     os.killpg(process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        for process in self.started:
             process.communicate()
 
 

@@ -97,17 +97,34 @@ def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType | None, st
     return _panic_module(CARRIED_NAME), "carried"
 
 
+def _probe(dump_directory: str | None) -> dict[str, str | None]:
+    """What ``ncore doctor --probe`` asks: which pypanic a dump would use and whether the
+    dump's directory is writable; loads nothing."""
+    import importlib.util
+
+    if "pypanic" in sys.modules:
+        pypanic = "target"
+    else:
+        pypanic = "importable" if importlib.util.find_spec("pypanic") is not None else "carried"
+    where = dump_directory or os.getcwd()
+    return {"pypanic": pypanic, "directory": where, "writable": "1" if os.access(where, os.W_OK) else "0"}
+
+
 def run(directory: str) -> None:
     """Take the dump ``params`` asks for and write ``result``; never raises.
 
     params: ``message``, ``keep_running`` (``1`` or ``0``), ``directory`` (absent: the
     working directory), ``hold_seconds``, ``pypanic`` (the directory of the pypanic ncore
-    carries; absent: ``pypanic`` beside this file). result: ``path`` or ``error``, and ``pypanic``
-    (which copy took the dump: target, importable or carried).
+    carries; absent: ``pypanic`` beside this file), ``probe`` (``1``: answer ``_probe``'s
+    facts, take no dump). result: ``path`` or ``error``, and ``pypanic`` (which copy took
+    the dump: target, importable or carried).
     """
     try:
         with open(os.path.join(directory, "params"), "rb") as f:
             params = decode_fields(f.read())
+        if params.get("probe") == "1":
+            _answer(directory, _probe(params.get("directory")))
+            return
         keep_running = params["keep_running"] == "1"
         hold_seconds = float(params["hold_seconds"])
         panic_module, source = _choose_pypanic(directory, params.get("pypanic") or os.path.join(directory, "pypanic"))

@@ -51,6 +51,7 @@ class Request:
         method: str = "auto",
         mode: str = "auto",
         gdb: str | None = None,
+        probe: bool = False,
     ) -> None:
         self.pid = pid
         self.keep_running = keep_running
@@ -60,6 +61,8 @@ class Request:
         self.method = method
         self.mode = mode
         self.gdb = gdb
+        self.probe = probe
+        """Ask the process about itself (``ncore doctor --probe``) instead of taking a dump."""
 
 
 class Result:
@@ -88,6 +91,8 @@ class Result:
         self.stopped_seconds = outcome.stopped_seconds
         self.python = target.version_text
         self.transcript = outcome.transcript
+        self.facts: dict[str, str] = {}
+        """What a probe's answer said (``directory``, ``writable``)."""
 
     def record(self) -> dict[str, object]:
         """The result as ``--json`` prints it."""
@@ -313,7 +318,8 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     try:
         copy_out = not request.keep_running and not target.same_mount_namespace
         params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
-                  "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else 0)}  # fmt: skip
+                  "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else 0),
+                  "probe": "1" if request.probe else None}  # fmt: skip
         params["pypanic"] = _carried_pypanic(target, private)
         private.write("params", encode_fields(params))
         with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
@@ -368,7 +374,7 @@ def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome, dea
                     "look at the target's standard error for pypanic's log lines",
                 )
         if now > deadline:
-            state = target.main_thread().describe()
+            state = target.main_thread().describe(target.runtime)
             raise TimedOut(
                 f"process {target.pid} did not run the dump in time: the code was queued as a {outcome.path} call "
                 f"because {outcome.why}, and the main thread is now {state}. The target was left running and the "
@@ -383,6 +389,10 @@ def _result(
     request: Request, target: Target, handshake: Handshake, outcome: Outcome, skipped: list[str], started: float
 ) -> Result:
     answer = handshake.answer or {}
+    if request.probe and not answer.get("error"):
+        result = Result(target, "", outcome, skipped, answer.get("pypanic", "?"), False, started)
+        result.facts = answer
+        return result
     if answer.get("error") or handshake.path is None:
         raise DumpFailed(
             f"process {target.pid} could not write its dump: {answer.get('error')}",

@@ -20,6 +20,8 @@ PY_API = frozenset(
 does not export them is not treated as CPython."""
 
 _WANTED = PY_API | {"_PyRuntime", "Py_Version"}
+PYPANIC_MARK = "/memfd:pypanic (deleted)"
+"""How pypanic's mark (pypanic/_beacon.py) shows in /proc/PID/maps: pypanic is loaded."""
 _CAP_SYS_PTRACE = 19
 
 
@@ -34,12 +36,25 @@ class ThreadState:
         self.args = args
         self.wchan = wchan
 
-    def describe(self) -> str:
+    def describe(self, runtime: tuple[int, int] = (0, 0)) -> str:
+        """``running``, ``waiting for the GIL`` (a futex inside ``runtime``, the address range
+        of ``_PyRuntime``), ``blocked in select``..."""
         if self.running:
             return "running"
         if self.syscall is None:
             return f"blocked ({self.wchan or 'not in a system call'})"
+        if self.waits_for_gil(runtime):
+            return "waiting for the GIL"
         return f"blocked in {arch.syscall_name(self.syscall)}"
+
+    def waits_for_gil(self, runtime: tuple[int, int]) -> bool:
+        """Whether the thread sleeps on a futex inside ``_PyRuntime``: the GIL's, in practice."""
+        return (
+            self.syscall is not None
+            and arch.is_futex(self.syscall)
+            and bool(self.args)
+            and runtime[0] <= self.args[0] < runtime[1]
+        )
 
 
 class Target:
@@ -108,6 +123,29 @@ class Target:
     def main_thread(self) -> ThreadState:
         return thread_state(self.pid, self.pid)
 
+    @property
+    def pypanic_loaded(self) -> bool:
+        return has_pypanic_mark(self.maps)
+
+
+def has_pypanic_mark(maps: list[Mapping]) -> bool:
+    """Whether pypanic's mark is among the mappings: some copy of pypanic is loaded."""
+    return any(mapping.path == PYPANIC_MARK for mapping in maps)
+
+
+def pypanic_mark(pid: int, maps: list[Mapping]) -> str | None:
+    """What pypanic's mark says (``pypanic 0.1.0`` and the package's directory, one per
+    line); None without a mark, ``""`` when it cannot be read."""
+    for mapping in maps:
+        if mapping.path == PYPANIC_MARK:
+            try:
+                with open(f"/proc/{pid}/mem", "rb", buffering=0) as f:
+                    f.seek(mapping.start)
+                    return f.read(512).split(b"\0", 1)[0].decode(errors="replace").strip()
+            except OSError:
+                return ""
+    return None
+
 
 def scheduler_state(pid: int, tid: int) -> str:
     """Thread ``tid``'s state letter in /proc (R running, S sleeping, D waiting for the disk,
@@ -140,7 +178,8 @@ def thread_state(pid: int, tid: int) -> ThreadState:
     return ThreadState(False, number, tuple(int(a, 16) for a in fields[1:7]), wchan)
 
 
-def _status(pid: int) -> dict[str, str]:
+def status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict; NoSuchProcess when there is no such process."""
     try:
         with open(f"/proc/{pid}/status") as f:
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
@@ -150,18 +189,28 @@ def _status(pid: int) -> dict[str, str]:
         ) from None
 
 
+def yama_scope() -> int | None:
+    """kernel.yama.ptrace_scope (0 to 3), or None where there is no Yama."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def may_trace_anyone() -> bool:
+    """Whether ncore has CAP_SYS_PTRACE (root, or the capability given)."""
+    return bool(int(status(os.getpid()).get("CapEff", "0"), 16) >> _CAP_SYS_PTRACE & 1)
+
+
 def permission_hint(target_uid: int) -> str:
     """How to get the right to trace a process owned by ``target_uid``."""
     if os.geteuid() != 0 and os.geteuid() != target_uid:
         return f"run ncore as the target's user (uid {target_uid}) or as root (sudo ncore ...)"
-    try:
-        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
-            scope = int(f.read())
-    except (OSError, ValueError):
-        scope = 0
+    scope = yama_scope() or 0
     if scope >= 3:
         return "kernel.yama.ptrace_scope is 3: no process may be traced until the next reboot"
-    if not int(_status(os.getpid()).get("CapEff", "0"), 16) >> _CAP_SYS_PTRACE & 1:
+    if not may_trace_anyone():
         fix = (
             "give ncore CAP_SYS_PTRACE: run it as root; in a container add the capability (docker run "
             "--cap-add=SYS_PTRACE, or capabilities.add: [SYS_PTRACE] in a Kubernetes securityContext)"
@@ -201,7 +250,7 @@ def mappings(pid: int) -> list[Mapping]:
     return found
 
 
-def _python_binary(pid: int, maps: list[Mapping]) -> tuple[ElfFile, str, int]:
+def python_binary(pid: int, maps: list[Mapping]) -> tuple[ElfFile, str, int]:
     """The ELF file that exports the Py* API, its path as /proc shows it, and its load bias.
 
     A mapped file is opened through /proc/PID/map_files, which works whatever root or
@@ -247,7 +296,8 @@ def _read_mapped(pid: int, path: str, mapped: Mapping | None) -> ElfFile | None:
     return None
 
 
-def _version(elf: ElfFile, name: str) -> tuple[int, int] | None:
+def version_of(elf: ElfFile, name: str) -> tuple[int, int] | None:
+    """The (major, minor) version of the CPython in ``elf`` (named ``name``), if known."""
     symbol = elf.symbols.get("Py_Version")
     data = elf.read(symbol.value, 4) if symbol is not None else None
     if data is not None and len(data) == 4:
@@ -276,19 +326,19 @@ def inspect(pid: int) -> Target:
     """Everything ncore needs to know about ``pid`` before attaching; refuses what it must."""
     if pid == os.getpid():
         raise NotPython("that pid is ncore itself", "give the pid of the Python process to dump")
-    status = _status(pid)
-    comm = status.get("Name", "?")
-    state = status.get("State", "?")
-    uid = int(status.get("Uid", "0").split()[1])
-    gid = int(status.get("Gid", "0").split()[1])
+    fields = status(pid)
+    comm = fields.get("Name", "?")
+    state = fields.get("State", "?")
+    uid = int(fields.get("Uid", "0").split()[1])
+    gid = int(fields.get("Gid", "0").split()[1])
     if state[0] in "ZX":
         raise NotPython(
             f"process {pid} ({comm}) is a zombie: it has exited and only waits for its parent to collect it",
             "there is nothing left to dump; look for the dump it may have written, or at its parent",
         )
-    tracer = int(status.get("TracerPid", "0"))
+    tracer = int(fields.get("TracerPid", "0"))
     if tracer:
-        tracer_name = _status(tracer).get("Name", "?") if os.path.exists(f"/proc/{tracer}") else "?"
+        tracer_name = status(tracer).get("Name", "?") if os.path.exists(f"/proc/{tracer}") else "?"
         raise AlreadyTraced(
             f"process {pid} ({comm}) is already traced by process {tracer} ({tracer_name}): "
             "another debugger is attached",
@@ -296,7 +346,7 @@ def inspect(pid: int) -> Target:
         )
     try:
         maps = mappings(pid)
-        elf, inside, bias = _python_binary(pid, maps)
+        elf, inside, bias = python_binary(pid, maps)
         root = os.readlink(f"/proc/{pid}/root")
         same_ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino
     except PermissionError:
@@ -316,7 +366,7 @@ def inspect(pid: int) -> Target:
         root=root,
         same_mount_namespace=same_ns,
         python_binary=inside,
-        version=_version(elf, inside),
+        version=version_of(elf, inside),
         runtime=(start, start + (runtime.size if runtime is not None else 0)),
         functions=functions,
         elf_machine=elf.machine,

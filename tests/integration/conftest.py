@@ -101,6 +101,28 @@ def start_service(processes: Processes, workspace_for: Any) -> Any:
     return start
 
 
+_SEIZE = """\
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.ptrace(0x4206, int(sys.argv[1]), 0, 0) == 0, ctypes.get_errno()  # PTRACE_SEIZE: it runs on
+print('seized', flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.fixture
+def seized(processes: Processes) -> Any:
+    """``seized(pid)``: another tracer holds ``pid`` (which runs on); the tracer's pid. The
+    tracer is reaped at teardown, which lets the target go."""
+
+    def seize(pid: int) -> int:
+        tracer = processes.start([sys.executable, "-c", _SEIZE, str(pid)])
+        assert tracer.stdout is not None and tracer.stdout.readline().strip() == "seized"
+        return tracer.pid
+
+    return seize
+
+
 @dataclass
 class NcoreRun:
     returncode: int

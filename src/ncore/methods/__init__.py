@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     class Method(Protocol):
         name: str
 
+        def unavailable_here(self) -> str | None:
+            """Why this method cannot work on this machine at all (and what to do), or None."""
+
         def unavailable(self, target: Target) -> str | None:
             """Why this method cannot serve ``target`` here (and what to do), or None."""
 

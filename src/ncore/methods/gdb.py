@@ -71,6 +71,9 @@ class Gdb:
         self.command = tuple(shlex.split(text))
 
     def unavailable(self, target: Target) -> str | None:
+        return self.unavailable_here()
+
+    def unavailable_here(self) -> str | None:
         if not self.command or shutil.which(self.command[0]) is None:
             return (
                 f"{self.command[0] if self.command else 'gdb'} was not found "

@@ -560,6 +560,9 @@ class Ptrace:
     name = "ptrace"
 
     def unavailable(self, target: Target) -> str | None:
+        return self.unavailable_here()
+
+    def unavailable_here(self) -> str | None:
         system, machine = os.uname().sysname, arch.machine()
         if system != "Linux" or machine not in MACHINES:
             return (

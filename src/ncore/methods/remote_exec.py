@@ -142,6 +142,9 @@ def _blocked_main_thread(target: Target) -> ThreadState | None:
 class RemoteExec:
     name = "remote-exec"
 
+    def unavailable_here(self) -> str | None:
+        return None  # ncore speaks the protocol itself, through /proc/PID/mem
+
     def unavailable(self, target: Target) -> str | None:
         if target.version is None or target.version < (3, 14):
             return f"needs CPython 3.14 or later; process {target.pid} runs {target.version_text}"
