@@ -7,6 +7,7 @@ here: ncore.main reads it with ncore.options and skips importing click; everythi
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -262,4 +263,13 @@ def doctor_command(
 
 
 def main() -> None:
-    cli(prog_name="ncore")
+    if "--json" not in sys.argv[1:]:
+        cli(prog_name="ncore")
+        return
+    try:
+        cli.main(prog_name="ncore", standalone_mode=False)
+    except click.UsageError as e:  # --json asked for a record, so a mistake is one too
+        record = {"status": BadUsage.kind, "error": e.format_message(), "hint": "see ncore --help",
+                  "exit_code": BadUsage.exit_code}  # fmt: skip
+        click.echo(json.dumps(record))
+        sys.exit(BadUsage.exit_code)

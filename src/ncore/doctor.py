@@ -202,7 +202,7 @@ def _main_thread(target: Target) -> Finding:
     elif state.waits_for_gil(target.runtime):
         effect = "a dump runs once the thread has the GIL"
     elif state.syscall is not None:
-        effect = "a dump interrupts the call (ptrace or gdb), or waits for it to return (remote exec)"
+        effect = "a dump interrupts the call to run directly (ptrace or gdb); the call then goes on"
     else:
         effect = "a dump runs when the thread next runs Python code"
     return Finding("main thread", True, f"{text}: {effect}")

@@ -146,7 +146,9 @@ COLUMNS = (("pid", "PID"), ("user", "USER"), ("python", "PYTHON"), ("pypanic", "
 def render(rows: list[PythonProcess], console: Console) -> None:
     """The rows as a table on a terminal, one line per process; without a terminal, plain
     columns with the command line whole, for grep and awk."""
-    cells = [[str(getattr(row, attribute)) for attribute, _ in COLUMNS] for row in rows]
+    from .show import printable
+
+    cells = [[printable(str(getattr(row, a))).replace("\n", "\\n") for a, _ in COLUMNS] for row in rows]
     if not console.is_terminal:
         titles = [title for _, title in COLUMNS]
         widths = [max(len(line[i]) for line in [titles, *cells]) for i in range(len(COLUMNS) - 1)]

@@ -273,8 +273,14 @@ def _print(console: Console, *pieces: str | tuple[str, str]) -> None:
     line = Text()
     for piece in pieces:
         text, style = (piece, "") if isinstance(piece, str) else piece
-        line.append(_CONTROL.sub(lambda match: repr(match.group())[1:-1], text), style=style)
+        line.append(printable(text), style=style)
     console.print(line)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\n``, ``\\x1b``): text from a
+    process must not drive the terminal or break a line apart."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def _items(value: object) -> list[object]:
