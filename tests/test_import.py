@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pypanic
+from ncore.target import PYPANIC_MARK
+from pypanic._beacon import MAPS_PATH
+
 from .interpreters import run_with_pypanic
 
 HEAVY = ["click", "rich", "ctypes", "psutil", "json", "asyncio", "traceback", "linecache", "typing"]
@@ -36,3 +40,23 @@ def test_asyncio_imported_later_is_patched():
     )
     out = run_with_pypanic(program)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_the_mark_is_mapped_once_whatever_the_copies():
+    """The first import maps pypanic's mark, holding its version; a reload adds none."""
+    program = (
+        "import importlib, pypanic\n"
+        "importlib.reload(pypanic)\n"
+        "maps = [line for line in open('/proc/self/maps') if 'memfd:pypanic' in line]\n"
+        "start = int(maps[0].split('-')[0], 16)\n"
+        "with open('/proc/self/mem', 'rb') as mem:\n"
+        "    mem.seek(start)\n"
+        "    print(len(maps), mem.read(64).split(b'\\n')[0].decode())\n"
+    )
+    out = run_with_pypanic(program)
+    assert out.stdout.split() == ["1", "pypanic", pypanic.__version__], out.stderr
+
+
+def test_ncore_looks_for_the_mark_pypanic_makes():
+    """ncore's name for the mark is the one pypanic maps."""
+    assert PYPANIC_MARK == MAPS_PATH
