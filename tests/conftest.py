@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import pypanic
 
+from .dumps import crash_example, dump_threaded
 from .interpreters import CHROOT, RUN_IN, Interpreter, Workspace
 
 
@@ -91,3 +93,13 @@ def workspace_for() -> Iterator[object]:
     yield make
     for space in made:
         space.remove()
+
+
+@pytest.fixture(scope="module")
+def auto_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return crash_example(tmp_path_factory.mktemp("auto"))
+
+
+@pytest.fixture(scope="module")
+def threaded_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dump_threaded(tmp_path_factory.mktemp("threaded"))

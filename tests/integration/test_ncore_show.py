@@ -10,25 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pexpect
 import pytest
 
+from ..dumps import run_show
 from ..interpreters import missing
-from ..test_ncore_show import crash_example, dump_threaded, run_show
 
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@pytest.fixture(scope="module")
-def auto_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return crash_example(tmp_path_factory.mktemp("auto"))
-
-
-@pytest.fixture(scope="module")
-def threaded_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return dump_threaded(tmp_path_factory.mktemp("threaded"))
 
 
 def test_a_key_prints_its_value(auto_dump):
