@@ -218,7 +218,7 @@ def _frames(frames: object, console: Console, indent: str) -> None:
             " in ",
             (_text(frame.get("function", "?")), "green"),
         )
-        if "source" in frame:
+        if frame.get("source") is not None:
             _print(console, (f"{indent}  {_text(frame['source'])}", "bold"))
         local_variables = frame.get("locals")
         if isinstance(local_variables, dict):
