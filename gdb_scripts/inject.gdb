@@ -7,7 +7,8 @@
 #   $ncore_runtime_lo, $ncore_runtime_hi   address range of _PyRuntime
 #   $ncore_futex       the futex system call's number
 # Lines starting with "ncore:" are markers ncore reads. Every call is cast: stripped
-# interpreters have no debug information for gdb to learn return types from.
+# interpreters have no debug information for gdb to learn return types from. A command
+# that fails ends this file; finish.gdb, sourced next, undoes what must not stay half-done.
 #
 # The safety rule. The main thread is where Python runs pending calls, so:
 #  - running bytecode, or waiting for the GIL: queue Py_AddPendingCall(PyRun_SimpleString)
@@ -20,8 +21,20 @@
 # The code goes into a fresh anonymous page, never into memory from the target's
 # allocator: malloc may be the very function the thread was stopped in.
 
-printf "ncore: attached\n"
+# Signals that reach the target while gdb holds it go on to it without stopping gdb: a
+# stop during a call makes gdb abandon the call midway (a signal to another thread even
+# leaves the call to return onto a breakpoint nobody serves once gdb has detached).
+# Faults still stop, so that gdb unwinds a call that crashed (unwindonsignal);
+# SIGTRAP stays gdb's own. `confirm off` answers the question changing SIGINT asks.
+set confirm off
+handle all nostop noprint pass
+handle SIGINT nostop noprint pass
+handle SIGSEGV SIGBUS SIGILL SIGFPE stop print
+set $ncore_gil_taken = 0
+
+# `thread 1` fails, ending this file, unless `attach` worked: the marker means attached.
 thread 1
+printf "ncore: attached\n"
 set $ncore_in_syscall = $orig_rax >= 0
 set $ncore_gil_waiter = $ncore_in_syscall && $orig_rax == $ncore_futex && $rdi >= $ncore_runtime_lo && $rdi < $ncore_runtime_hi
 # Each call costs the target stopped time; the GIL question matters only in a system call.
@@ -42,8 +55,10 @@ else
   if $ncore_direct
     printf "ncore: path direct\n"
     set $ncore_gil = (int) PyGILState_Ensure()
+    set $ncore_gil_taken = 1
     set $ncore_result = (int) PyRun_SimpleString($ncore_page)
     call (void) PyGILState_Release($ncore_gil)
+    set $ncore_gil_taken = 0
     call (int) munmap($ncore_page, $ncore_page_size)
   else
     printf "ncore: path pending\n"

@@ -10,6 +10,11 @@ fix it. Exit codes (documented in the README):
     4  not a live CPython process   10  the target exited without writing a dump
     5  permission denied            11  ncore show: the file is not a readable dump
                                    12  ncore show: a key asked for is not in the dump
+
+A pid that cannot name a process (zero or negative, or the id of a thread rather than of
+its process) is a usage error, 2: the operator must give another number. A process
+stopped by a signal (SIGSTOP, Ctrl-Z) is 4, not live: it cannot run the dump until it is
+continued, and the hint says how.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ class NcoreError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.transcript: list[str] = []
+        """What the method did and its debugger said before the failure, shown with ``-v``."""
+
+    def record(self, pid: int) -> dict[str, object]:
+        """The failure as ``--json`` prints it, for process ``pid``."""
+        return {"status": self.kind, "pid": pid, "error": self.message, "hint": self.hint,
+                "exit_code": self.exit_code, "transcript": self.transcript}  # fmt: skip
 
 
 class BadUsage(NcoreError):
@@ -40,6 +52,11 @@ class NoSuchProcess(NcoreError):
 class NotPython(NcoreError):
     exit_code = 4
     kind = "not-python"
+
+
+class Stopped(NcoreError):
+    exit_code = 4
+    kind = "stopped"
 
 
 class PermissionDenied(NcoreError):

@@ -1,13 +1,16 @@
 """Running a dump for the operator and telling how it went: the only place ncore prints.
 
 The story goes to standard output as it happens (``attempting to attach to process 1369
-... . . ok.`` then the dump's path); errors go to standard error with their fix, and end
-in the error's exit code (see ncore.errors for the table). ``--json`` prints one record
-on standard output instead.
+... . . ok.``, a line when the dump could not go where it was asked to, then the dump's
+path); errors go to standard error with their fix, and end in the error's exit code (see
+ncore.errors for the table). ``--json`` prints one record on standard output instead.
+``-v`` adds how the dump was taken, or how it failed, with the method's transcript (the
+debugger's own output for gdb).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .errors import NcoreError
@@ -26,11 +29,15 @@ def dump(request: Request, as_json: bool = False, verbose: bool = False) -> int:
     try:
         result = take_dump(request, progress)
     except NcoreError as e:
-        return _failed(e, request.pid, as_json)
+        return _failed(e, request.pid, as_json, verbose)
     if as_json:
         _print_json(result.record())
         return 0
-    _say(f" ok.\n{result.path}\n")
+    _say(" ok.\n")
+    if result.fell_back_from is not None:
+        where = os.path.dirname(result.path)
+        _say(f"process {request.pid} could not write in {result.fell_back_from}; its dump went to {where} instead\n")
+    _say(f"{result.path}\n")
     if verbose:
         _details(result)
     return 0
@@ -55,18 +62,22 @@ def _details(result: Result) -> None:
         f"method {result.method}, {result.injection} call: {result.why}",
         f"pypanic: {result.pypanic}; Python {result.python}; took {result.elapsed_seconds * 1000:.0f} ms{stopped}",
         "the process exited" if result.target_exited else "the process is still running",
-        *(f"  | {line}" for line in result.transcript),
     ]
     _say("".join(f"{line}\n" for line in lines), err=True)
+    _transcript(result.transcript)
 
 
-def _failed(error: NcoreError, pid: int, as_json: bool) -> int:
+def _transcript(lines: list[str]) -> None:
+    _say("".join(f"  | {line}\n" for line in lines), err=True)
+
+
+def _failed(error: NcoreError, pid: int, as_json: bool, verbose: bool) -> int:
     if as_json:
-        _print_json(
-            {"status": error.kind, "pid": pid, "error": error.message, "hint": error.hint, "exit_code": error.exit_code}
-        )
+        _print_json(error.record(pid))
         return error.exit_code
     _say(" failed.\n")
+    if verbose:
+        _transcript(error.transcript)
     return failure(error)
 
 

@@ -91,18 +91,21 @@ class Result:
         self.stopped_seconds = outcome.stopped_seconds
         self.python = target.version_text
         self.transcript = outcome.transcript
+        self.fell_back_from: str | None = None
+        """The --output-dir the process could not write in, when its dump went elsewhere."""
         self.facts: dict[str, str] = {}
         """What a probe's answer said (``directory``, ``writable``)."""
 
     def record(self) -> dict[str, object]:
         """The result as ``--json`` prints it."""
         fields = ("pid", "path", "method", "injection", "why", "skipped", "pypanic", "target_exited",
-                  "elapsed_seconds", "stopped_seconds", "python")  # fmt: skip
+                  "elapsed_seconds", "stopped_seconds", "python", "fell_back_from")  # fmt: skip
         return {"status": "dumped", **{name: getattr(self, name) for name in fields}}
 
 
-def make_method(name: str, request: Request) -> Method:
-    """The method called ``name``, its module imported only now."""
+def make_method(name: str, request: Request, deadline: float | None = None) -> Method:
+    """The method called ``name``, its module imported only now; its checks end by
+    ``deadline`` (time.monotonic(); by default the request's timeout from now)."""
     if name == "remote-exec":
         from .methods.remote_exec import RemoteExec
 
@@ -114,7 +117,7 @@ def make_method(name: str, request: Request) -> Method:
     if name == "gdb":
         from .methods.gdb import Gdb
 
-        return Gdb(request.gdb)
+        return Gdb(request.gdb, time.monotonic() + request.timeout if deadline is None else deadline)
     raise ValueError(f"no method {name!r}")
 
 
@@ -247,23 +250,29 @@ def _safe_for(uid: int, package: str) -> bool:
     return True
 
 
+_LOADER = """\
+with open(__ncore_dir__ + "/payload.py", "rb") as f:
+    code = compile(f.read(), "<ncore payload>", "exec")
+exec(code)
+"""
+"""Runs the payload in the namespace it is given, the file closed before the payload starts."""
+
+
 def injected_code(directory: str) -> bytes:
     """The code the target runs: execute the payload, and never let anything escape.
 
-    It binds no name in ``__main__`` (where PyRun_SimpleString runs) and raises nothing
-    (a pending call whose code raises kills the process with SystemError).
+    It binds no name in ``__main__`` (where PyRun_SimpleString runs), not even the
+    ``__warningregistry__`` a warning raised in its frame would add: everything but the
+    call happens in a namespace of its own. It raises nothing (a pending call whose code
+    raises kills the process with SystemError).
     """
-    payload = f"{directory}/payload.py"
-    return (
-        "try:\n"
-        f"    exec(compile(open({payload!r}, 'rb').read(), '<ncore payload>', 'exec'),"
-        f" {{'__name__': '__ncore_payload__', '__ncore_dir__': {directory!r}}})\n"
-        "except BaseException:\n"
-        "    pass\n"
-    ).encode()
+    namespace = {"__name__": "__ncore_payload__", "__ncore_dir__": directory}
+    return f"try:\n    exec({_LOADER!r}, {namespace!r})\nexcept BaseException:\n    pass\n".encode()
 
 
 def _output_directory(target: Target, requested: str | None) -> str | None:
+    """--output-dir as the target sees it; refused when the target could not write there
+    (pypanic would quietly write elsewhere)."""
     if requested is None:
         return None
     if not os.path.isdir(requested):
@@ -274,6 +283,13 @@ def _output_directory(target: Target, requested: str | None) -> str | None:
             f"process {target.pid} cannot see {requested}: it runs in another root ({target.root})",
             f"give a directory inside {target.root}, or leave --output-dir out (the dump goes to the target's"
             " working directory)",
+        )
+    why = target.cannot_write(requested)
+    if why is not None:
+        raise DumpFailed(
+            f"process {target.pid} ({target.comm}) could not write its dump in {requested}: {why}",
+            f"give --output-dir a directory uid {target.uid} can write, or leave it out (the dump goes to the "
+            "target's working directory)",
         )
     return inside
 
@@ -311,7 +327,7 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     started = time.monotonic()
     deadline = started + request.timeout
     target = inspect(request.pid)
-    method, skipped = choose(request.method, target, lambda name: make_method(name, request))
+    method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
     output_dir = _output_directory(target, request.output_dir)
     progress("inspected")
     private = PrivateDirectory(target)
@@ -330,9 +346,13 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
         handshake = Handshake(target, private, copy_out)
         outcome = _run(method, target, injection, handshake)
         progress("injected")
-        _wait_for_answer(target, handshake, outcome, deadline)
-        progress("answered")
-        return _result(request, target, handshake, outcome, skipped, started)
+        try:
+            _wait_for_answer(target, handshake, outcome, deadline)
+            progress("answered")
+            return _result(request, target, handshake, outcome, skipped, started, output_dir, deadline)
+        except NcoreError as e:
+            e.transcript = e.transcript or outcome.transcript
+            raise
     finally:
         private.remove()
 
@@ -386,7 +406,14 @@ def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome, dea
 
 
 def _result(
-    request: Request, target: Target, handshake: Handshake, outcome: Outcome, skipped: list[str], started: float
+    request: Request,
+    target: Target,
+    handshake: Handshake,
+    outcome: Outcome,
+    skipped: list[str],
+    started: float,
+    output_dir: str | None,
+    deadline: float,
 ) -> Result:
     answer = handshake.answer or {}
     if request.probe and not answer.get("error"):
@@ -398,8 +425,11 @@ def _result(
             f"process {target.pid} could not write its dump: {answer.get('error')}",
             "check that the target's working directory (or --output-dir) is writable and has room",
         )
-    exited = False if request.keep_running else _wait_for_exit(target, until=time.monotonic() + 2)
-    return Result(target, handshake.path, outcome, skipped, answer.get("pypanic", "?"), exited, started)
+    exited = False if request.keep_running else _wait_for_exit(target, until=min(time.monotonic() + 2, deadline))
+    result = Result(target, handshake.path, outcome, skipped, answer.get("pypanic", "?"), exited, started)
+    if output_dir is not None and os.path.dirname(answer.get("path", "")) != output_dir:
+        result.fell_back_from = request.output_dir
+    return result
 
 
 def _copy_out(target: Target, inside: str) -> str:

@@ -1,8 +1,9 @@
 """What ncore knows about a process before touching it, and how it finds that out.
 
 Everything comes from /proc, read without stopping the process. ``inspect`` refuses a
-process that cannot be dumped (gone, ncore itself, a zombie, traced by another
-debugger, not CPython, not ours to trace) with a typed error saying why and what to do.
+process that cannot be dumped (gone, not a process, ncore itself, a zombie, traced by
+another debugger, stopped, not CPython, not ours to trace) with a typed error saying why
+and what to do.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 from . import arch
 from .elf import ET_DYN, ElfFile, NotElf, read_elf
-from .errors import AlreadyTraced, NoSuchProcess, NotPython, PermissionDenied
+from .errors import AlreadyTraced, BadUsage, NcoreError, NoSuchProcess, NotPython, PermissionDenied, Stopped
 
 PY_API = frozenset(
     {"Py_AddPendingCall", "PyRun_SimpleString", "PyGILState_Ensure", "PyGILState_Release", "PyGILState_Check"}
@@ -22,7 +23,11 @@ does not export them is not treated as CPython."""
 _WANTED = PY_API | {"_PyRuntime", "Py_Version"}
 PYPANIC_MARK = "/memfd:pypanic (deleted)"
 """How pypanic's mark (pypanic/_beacon.py) shows in /proc/PID/maps: pypanic is loaded."""
+_CAP_DAC_OVERRIDE = 1
+_CAP_DAC_READ_SEARCH = 2
 _CAP_SYS_PTRACE = 19
+_WRITE_AND_SEARCH = 0o3
+_SEARCH = 0o1
 
 
 class ThreadState:
@@ -74,11 +79,17 @@ class Target:
         functions: dict[str, int] | None = None,
         elf_machine: int = 0,
         maps: list[Mapping] | None = None,
+        groups: frozenset[int] = frozenset(),
+        capabilities: int = 0,
     ) -> None:
         self.pid = pid
         self.comm = comm
         self.uid = uid
         self.gid = gid
+        """The effective ids, which file access goes by (with ``groups`` and ``capabilities``)."""
+        self.groups = groups | {gid}
+        self.capabilities = capabilities
+        """The effective capability set, as a bit mask."""
         self.root = root
         self.same_mount_namespace = same_mount_namespace
         self.python_binary = python_binary
@@ -126,6 +137,49 @@ class Target:
     @property
     def pypanic_loaded(self) -> bool:
         return has_pypanic_mark(self.maps)
+
+    def cannot_write(self, directory: str) -> str | None:
+        """Why this process could not create a file in ``directory`` (a path as ncore sees
+        it, inside the process's root), or None.
+
+        Judged as the kernel would from the process's ids, groups and capabilities, the
+        modes of the directory and of every directory above it up to the process's root,
+        and read-only mounts. ACLs, file attributes (chattr +i) and security modules are
+        not read: what they forbid shows only when the dump is written.
+        """
+        path, need = os.path.abspath(directory), _WRITE_AND_SEARCH
+        try:
+            if os.statvfs(path).f_flag & os.ST_RDONLY:
+                return f"{directory} is on a read-only mount"
+            while True:
+                info = os.stat(path)
+                if not self._may(info, need):
+                    import stat  # here: only a refusal needs the mode spelled out
+
+                    doing = "create files in" if need == _WRITE_AND_SEARCH else "pass through"
+                    return (
+                        f"uid {self.uid} may not {doing} {path} ({stat.filemode(info.st_mode)}, owner uid "
+                        f"{info.st_uid}, group {info.st_gid})"
+                    )
+                if path in (self.root, "/"):
+                    return None
+                path, need = os.path.dirname(path), _SEARCH
+        except OSError as e:
+            return f"{path}: {e.strerror}"
+
+    def _may(self, info: os.stat_result, need: int) -> bool:
+        """Whether the process may do ``need`` (mode bits: 2 write, 1 search) in a directory."""
+        if self.capabilities >> _CAP_DAC_OVERRIDE & 1:
+            return True
+        if need == _SEARCH and self.capabilities >> _CAP_DAC_READ_SEARCH & 1:
+            return True
+        if info.st_uid == self.uid:
+            bits = info.st_mode >> 6
+        elif info.st_gid in self.groups:
+            bits = info.st_mode >> 3
+        else:
+            bits = info.st_mode
+        return bits & need == need
 
 
 def has_pypanic_mark(maps: list[Mapping]) -> bool:
@@ -180,13 +234,56 @@ def thread_state(pid: int, tid: int) -> ThreadState:
 
 def status(pid: int) -> dict[str, str]:
     """/proc/PID/status as a dict; NoSuchProcess when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    except FileNotFoundError:
+    fields = _status_file(f"/proc/{pid}/status")
+    if fields is None:
         raise NoSuchProcess(
             f"there is no process {pid}", "check the pid with `ps` or `ncore ps`; the process may have exited"
-        ) from None
+        )
+    return fields
+
+
+def _status_file(path: str) -> dict[str, str] | None:
+    """A status file of /proc as a dict; None when it is gone."""
+    try:
+        with open(path) as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except FileNotFoundError:
+        return None
+
+
+def already_traced(pid: int) -> AlreadyTraced | None:
+    """The refusal for a process one of whose threads another tracer holds, or None."""
+    try:
+        threads = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError:
+        return None
+    for tid in threads:
+        fields = _status_file(f"/proc/{pid}/task/{tid}/status") or {}  # {}: the thread has just ended
+        tracer = int(fields.get("TracerPid", "0"))
+        if tracer:
+            name = _name(tracer)
+            which = "process" if tid == str(pid) else f"thread {tid} ({fields.get('Name', '?')}) of process"
+            return AlreadyTraced(
+                f"{which} {pid} ({_name(pid)}) is already traced by process {tracer} ({name}): "
+                "another debugger is attached",
+                f"detach that debugger (or end process {tracer}) and run ncore again",
+            )
+    return None
+
+
+def attach_refused(pid: int, uid: int, who: str) -> NcoreError:
+    """Why ``who`` (gdb, ptrace) could not attach to ``pid`` when the kernel said no:
+    another tracer got there first, or ncore lacks the right (``uid``: the target's)."""
+    return already_traced(pid) or PermissionDenied(
+        f"{who} was not allowed to attach to process {pid}", permission_hint(uid)
+    )
+
+
+def _name(pid: int) -> str:
+    try:
+        return status(pid).get("Name", "?")
+    except NoSuchProcess:
+        return "?"
 
 
 def yama_scope() -> int | None:
@@ -324,6 +421,8 @@ def _version_in_name(name: str) -> tuple[int, int] | None:
 
 def inspect(pid: int) -> Target:
     """Everything ncore needs to know about ``pid`` before attaching; refuses what it must."""
+    if pid <= 0:
+        raise BadUsage(f"{pid} is not a process id", "give the pid of the Python process to dump, e.g. `ncore 1369`")
     if pid == os.getpid():
         raise NotPython("that pid is ncore itself", "give the pid of the Python process to dump")
     fields = status(pid)
@@ -331,18 +430,25 @@ def inspect(pid: int) -> Target:
     state = fields.get("State", "?")
     uid = int(fields.get("Uid", "0").split()[1])
     gid = int(fields.get("Gid", "0").split()[1])
+    process = int(fields.get("Tgid", pid))
+    if process != pid:
+        raise BadUsage(
+            f"{pid} is a thread ({comm}) of process {process}, not a process",
+            f"give the process's pid: ncore {process}",
+        )
     if state[0] in "ZX":
         raise NotPython(
             f"process {pid} ({comm}) is a zombie: it has exited and only waits for its parent to collect it",
             "there is nothing left to dump; look for the dump it may have written, or at its parent",
         )
-    tracer = int(fields.get("TracerPid", "0"))
-    if tracer:
-        tracer_name = status(tracer).get("Name", "?") if os.path.exists(f"/proc/{tracer}") else "?"
-        raise AlreadyTraced(
-            f"process {pid} ({comm}) is already traced by process {tracer} ({tracer_name}): "
-            "another debugger is attached",
-            f"detach that debugger (or end process {tracer}) and run ncore again",
+    traced = already_traced(pid)
+    if traced is not None:
+        raise traced
+    if state[0] == "T":
+        raise Stopped(
+            f"process {pid} ({comm}) is stopped (by SIGSTOP, SIGTSTP or Ctrl-Z): it cannot run the dump "
+            "until it is continued; nothing was done to it",
+            f"continue it with `kill -CONT {pid}` and run ncore again",
         )
     try:
         maps = mappings(pid)
@@ -371,4 +477,6 @@ def inspect(pid: int) -> Target:
         functions=functions,
         elf_machine=elf.machine,
         maps=maps,
+        groups=frozenset(int(g) for g in fields.get("Groups", "").split()),
+        capabilities=int(fields.get("CapEff", "0"), 16),
     )

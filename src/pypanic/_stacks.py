@@ -34,14 +34,22 @@ REDACTED = "<redacted by pypanic>"
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _PAYLOAD = "<ncore payload>"
+_PAYLOAD_MODULE = "__ncore_payload__"
 _CO_OPTIMIZED = 0x1
 
 
 def own_frame(frame: types.FrameType) -> bool:
-    """Whether ``frame`` runs pypanic's own code or ncore's (its payload, and the code
-    injected to start it, which names the payload), to be left out."""
+    """Whether ``frame`` runs pypanic's own code or ncore's (its payload, the loader that
+    compiles it, which names the payload, and the code injected to start that, which names
+    the payload's module), to be left out."""
     code = frame.f_code
-    return code.co_filename.startswith(_PACKAGE_DIR) or code.co_filename == _PAYLOAD or _PAYLOAD in code.co_consts
+    consts = code.co_consts
+    return (
+        code.co_filename.startswith(_PACKAGE_DIR)
+        or code.co_filename == _PAYLOAD
+        or _PAYLOAD in consts
+        or _PAYLOAD_MODULE in consts
+    )
 
 
 class StackReader:

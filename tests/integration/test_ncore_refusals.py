@@ -3,13 +3,21 @@ is left as it was (still running, not stopped, no dump)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+import pytest
+
+from ncore.target import permission_hint, scheduler_state
 
 from ..interpreters import HOST, IN_CHROOT, missing
-from .conftest import chroot_gdb, load_dump, run_ncore
+from .conftest import Service, assert_left_running, chroot_gdb, load_dump, run_ncore, wait_for_ready
 
 PYTHON = HOST[0]
 
@@ -34,6 +42,7 @@ def test_no_such_process():
         "error": f"there is no process {child.pid}",
         "hint": "check the pid with `ps` or `ncore ps`; the process may have exited",
         "exit_code": 3,
+        "transcript": [],
     }
 
 
@@ -72,6 +81,20 @@ def test_ncore_refuses_itself():
     assert "that pid is ncore itself" in done.stdout
 
 
+def wait_for_state(pid: int, states: tuple[str, ...], timeout: float = 20) -> None:
+    """Until ``pid``'s main thread is in one of ``states`` (``?``: gone); fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while scheduler_state(pid, pid) not in states:
+        if time.monotonic() > deadline:
+            pytest.fail(f"process {pid} is still {scheduler_state(pid, pid)}, not in {states}")
+        time.sleep(0.01)
+
+
+def worker_thread(pid: int) -> int:
+    """The id of a thread of ``pid`` other than its main thread."""
+    return next(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+
+
 def test_another_tracer_is_refused(start_service, seized):
     """A target some other tracer holds (PTRACE_SEIZE, running on): exit 8, tracer named."""
     service = start_service(PYTHON, "busy")
@@ -82,6 +105,190 @@ def test_another_tracer_is_refused(start_service, seized):
     time.sleep(0.2)
     assert service.process.poll() is None
     assert not list(service.space.work.glob("ncore.*"))
+
+
+def test_a_tracer_on_another_thread_is_refused(start_service, seized):
+    """A tracer holding a thread other than the main one: exit 8, tracer and thread named."""
+    service = start_service(PYTHON, "main-blocked-worker-busy")
+    thread = worker_thread(service.pid)
+    tracer = seized(thread)
+    run = run_ncore(str(service.pid), gdb=chroot_gdb())
+    assert run.returncode == 8, run.stdout + run.stderr
+    assert run.record["error"].startswith(f"thread {thread} (")
+    assert f") of process {service.pid} (" in run.record["error"]
+    assert f"already traced by process {tracer}" in run.record["error"]
+    assert service.process.poll() is None
+    assert not service.space.dumps()
+
+
+def test_a_thread_id_is_refused(start_service):
+    """A thread's id given as the pid: a usage error (exit 2) naming the process's pid."""
+    service = start_service(PYTHON, "main-blocked-worker-busy")
+    thread = worker_thread(service.pid)
+    run = run_ncore(str(thread), gdb=chroot_gdb())
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.record["error"].startswith(f"{thread} is a thread (")
+    assert run.record["error"].endswith(f") of process {service.pid}, not a process")
+    assert run.record["hint"] == f"give the process's pid: ncore {service.pid}"
+    assert_untouched(service)
+
+
+def test_a_stopped_target_is_refused_and_left_stopped(start_service):
+    """A process stopped by SIGSTOP cannot run the dump: exit 4 with the fix (kill -CONT),
+    whatever the method, and it is left stopped, as it was."""
+    service = start_service(PYTHON, "busy")
+    os.kill(service.pid, signal.SIGSTOP)
+    wait_for_state(service.pid, ("T",))
+    for method in ("auto", "gdb"):
+        run = run_ncore("--method", method, str(service.pid), gdb=chroot_gdb())
+        assert run.returncode == 4, run.stdout + run.stderr
+        assert run.record["status"] == "stopped"
+        assert run.record["hint"] == f"continue it with `kill -CONT {service.pid}` and run ncore again"
+    assert scheduler_state(service.pid, service.pid) == "T"
+    os.kill(service.pid, signal.SIGCONT)
+    assert_untouched(service)
+
+
+NO_PTRACE = """
+import ctypes, os, struct, sys
+# A seccomp filter failing every ptrace system call with EPERM (x86_64), as some container
+# runtimes install; then the command given runs under it.
+instructions = [
+    (0x20, 0, 0, 0),  # load the system call's number
+    (0x15, 0, 1, 101),  # ptrace?
+    (0x06, 0, 0, 0x00050000 | 1),  # then fail it with EPERM
+    (0x06, 0, 0, 0x7FFF0000),  # else allow it
+]
+code = b"".join(struct.pack("<HBBI", *instruction) for instruction in instructions)
+program = ctypes.create_string_buffer(code, len(code))
+header = ctypes.create_string_buffer(struct.pack("<HxxxxxxQ", len(instructions), ctypes.addressof(program)), 16)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.addressof(header), 0, 0) == 0, ctypes.get_errno()  # PR_SET_SECCOMP, a filter
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_gdb_refused_by_the_kernel_is_a_permission_error_with_its_output(start_service, tmp_path):
+    """gdb under a seccomp filter that forbids ptrace (as in a container): its `attach`
+    fails, which is a permission error (exit 5) with the fix, not an injection that could
+    not run; --json carries gdb's output, and -v prints it."""
+    service = start_service(PYTHON, "busy")
+    (tmp_path / "no_ptrace.py").write_text(NO_PTRACE)
+    gdb = f"{sys.executable} {tmp_path / 'no_ptrace.py'} {chroot_gdb()}"
+    run = run_ncore("--method", "gdb", "--gdb", gdb, str(service.pid))
+    assert run.returncode == 5, run.stdout + run.stderr
+    assert run.record["error"] == f"gdb was not allowed to attach to process {service.pid}"
+    assert run.record["hint"] == permission_hint(os.geteuid())
+    assert "ptrace: Operation not permitted." in run.record["transcript"]
+    told = subprocess.run(
+        [sys.executable, "-m", "ncore", "-v", "--method", "gdb", "--gdb", gdb, str(service.pid)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert told.returncode == 5
+    assert "  | ptrace: Operation not permitted.\n" in told.stderr
+    assert told.stderr.endswith(
+        f"ncore: gdb was not allowed to attach to process {service.pid}\n  fix: {run.record['hint']}\n"
+    )
+    assert_untouched(service)
+
+
+def test_a_hung_gdb_is_given_up_at_the_time_limit(start_service, tmp_path):
+    """A gdb that never answers `--version`: exit 6 within --timeout, saying so, and the
+    gdb and what it started are killed."""
+    service = start_service(PYTHON, "busy")
+    hung = tmp_path / "gdb"
+    hung.write_text(f"#!/bin/sh\nsleep 1000 &\necho $! > {tmp_path}/sleeper\nwait\n")
+    hung.chmod(0o755)
+    run = run_ncore("--method", "gdb", "--gdb", str(hung), "--timeout", "2", str(service.pid), timeout=60)
+    assert run.returncode == 6, run.stdout + run.stderr
+    assert f"`{hung} --version` did not answer in time" in run.record["error"]
+    sleeper = int((tmp_path / "sleeper").read_text())
+    wait_for_state(sleeper, ("?", "Z"))
+    assert_untouched(service)
+
+
+def test_an_output_dir_the_target_cannot_write_is_refused(processes):
+    """A process running as nobody and a directory only root may write: exit 9 before
+    anything touches the process (pypanic would have written elsewhere, quietly)."""
+    if os.geteuid() != 0:
+        missing("running the target as another user needs root")
+    HOST[-1].require()
+    code = "import time; print('ready', flush=True); time.sleep(1000)"
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    process = processes.start([*as_nobody, HOST[-1].path, "-c", code], cwd="/")
+    wait_for_ready(process)
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        Path(name).chmod(0o755)
+        run = run_ncore("--keep-running", "--output-dir", name, str(process.pid), gdb=chroot_gdb())
+        assert run.returncode == 9, run.stdout + run.stderr
+        assert run.record["error"] == (
+            f"process {process.pid} (python3.11) could not write its dump in {name}: uid 65534 may not create "
+            f"files in {name} (drwxr-xr-x, owner uid 0, group 0)"
+        )
+        assert "uid 65534 can write" in run.record["hint"]
+        assert not os.listdir(name)
+    time.sleep(0.2)
+    assert process.poll() is None
+    assert_left_running(process.pid)
+
+
+def test_an_output_dir_on_a_read_only_mount_is_refused(processes, tmp_path):
+    """Even for root, a read-only mount cannot take the dump: exit 9 before touching the
+    process. The process and ncore share a mount namespace where the directory is mounted
+    read-only."""
+    if os.geteuid() != 0:
+        missing("mounting needs root")
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    code = "import time; print('ready', flush=True); time.sleep(1000)"
+    mount_then_run = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount_then_run, "sh", str(dumps)]
+    process = processes.start([*argv, PYTHON.path, "-c", code])
+    wait_for_ready(process)
+    inside = ["nsenter", f"--target={process.pid}", "--mount", "--"]
+    ncore = [sys.executable, "-m", "ncore", "--json", "--keep-running", "--output-dir", str(dumps), str(process.pid)]
+    done = subprocess.run([*inside, *ncore], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 9, done.stdout + done.stderr
+    assert json.loads(done.stdout)["error"].endswith(
+        f"could not write its dump in {dumps}: {dumps} is on a read-only mount"
+    )
+    time.sleep(0.2)
+    assert process.poll() is None
+    assert_left_running(process.pid)
+
+
+def test_a_dump_that_went_elsewhere_says_where_it_was_asked_to_go(processes, workspace_for):
+    """An --output-dir whose modes let the process write but which refuses it anyway (made
+    immutable, chattr +i): pypanic writes to the temporary directory instead, and ncore says
+    so: ``fell_back_from`` in --json, a line before the path in the story."""
+    if os.geteuid() != 0:
+        missing("chattr +i needs root")
+    space = workspace_for(PYTHON)
+    temporary, locked = space.host / "tmp", space.host / "locked"
+    temporary.mkdir()
+    locked.mkdir()
+    with open(space.host / "stderr", "w") as stderr:
+        process = processes.start(space.command("service.py", "busy", env={"TMPDIR": str(temporary)}), stderr=stderr)
+    wait_for_ready(process)
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True, check=False).returncode:
+        missing(f"chattr +i does not work on {locked}'s file system")
+    try:
+        run = run_ncore("--keep-running", "--output-dir", str(locked), str(process.pid), gdb=chroot_gdb())
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.record["fell_back_from"] == str(locked)
+        assert run.record["path"] == str(temporary / f"ncore.{process.pid}")
+        argv = [sys.executable, "-m", "ncore", "--keep-running", "--output-dir", str(locked), str(process.pid)]
+        told = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert told.returncode == 0, told.stderr
+        assert told.stdout.splitlines()[1:] == [
+            f"process {process.pid} could not write in {locked}; its dump went to {temporary} instead",
+            str(temporary / f"ncore.{process.pid}.1"),
+        ]
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=False)
+    Service(process, space).assert_left_running()
 
 
 def test_permission_denied_names_the_fix(start_service):
@@ -143,6 +350,14 @@ def test_message_is_data_not_code(start_service, tmp_path):
 def test_usage_errors_exit_2():
     """No pid: click's usage error, exit 2."""
     assert run_ncore().returncode == 2
+
+
+def test_a_pid_that_cannot_be_a_process_is_a_usage_error():
+    """Zero or negative, whether the quick reading or click reads the line: exit 2."""
+    for argv in (["--inject", "-5"], ["--", "-5"], ["0"]):
+        run = run_ncore(*argv)
+        assert run.returncode == 2, argv
+        assert run.record["error"].endswith("is not a process id")
 
 
 def test_bad_pid_text_is_a_usage_error():

@@ -5,7 +5,8 @@ target's root so that a gdb from another root (a container, a chroot) loads the
 target's own libraries. Inputs go in as gdb convenience variables, never as script
 text. gdb before 14 cannot call functions on CPUs whose extended state is larger than
 it knows (AMX): the call fails and leaves the target hung with the GIL taken, so this
-method refuses such a gdb before attaching.
+method refuses such a gdb before attaching. Every run of gdb, ``--version`` included,
+ends by the request's deadline: a gdb still running then is killed with its process group.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ import signal
 import subprocess
 import threading
 import time
-from functools import cache
 from pathlib import Path
 
 from .. import arch, cpu
-from ..errors import MethodUnavailable, NcoreError, PermissionDenied, TimedOut
-from ..target import Target, permission_hint
+from ..errors import MethodUnavailable, NcoreError, NoSuchProcess, TimedOut
+from ..target import Target, attach_refused
 from . import Injection, Outcome, explain
 
 _VERSION = re.compile(r"^GNU gdb .*?(\d+)\.(\d+)", re.MULTILINE)
+_VERSIONS: dict[tuple[str, ...], tuple[int, int] | None] = {}
+_VERSION_SECONDS = 30.0
+"""How long ``gdb --version`` may take when no deadline is given."""
+_SEE_OUTPUT = "run with -v to see gdb's output"
 
 
 def scripts_dir() -> Path:
@@ -38,14 +42,25 @@ def scripts_dir() -> Path:
     raise MethodUnavailable("ncore's gdb scripts are missing", "reinstall pypanic")
 
 
-@cache
-def gdb_version(command: tuple[str, ...]) -> tuple[int, int] | None:
-    try:
-        out = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
-    except OSError:
-        return None
-    found = _VERSION.search(out)
-    return (int(found.group(1)), int(found.group(2))) if found else None
+def gdb_version(command: tuple[str, ...], timeout: float = _VERSION_SECONDS) -> tuple[int, int] | None:
+    """The version ``command --version`` prints, None when it prints none or does not run;
+    subprocess.TimeoutExpired when it does not answer within ``timeout`` seconds."""
+    if command not in _VERSIONS:
+        try:
+            with subprocess.Popen(
+                [*command, "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+            ) as process:  # fmt: skip
+                try:
+                    out, _ = process.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    _kill_group(process)
+                    raise
+        except OSError:
+            return None
+        found = _VERSION.search(out)
+        _VERSIONS[command] = (int(found.group(1)), int(found.group(2))) if found else None
+    return _VERSIONS[command]
 
 
 def call_problem(version: tuple[int, int], xsave_bytes: int | None) -> str | None:
@@ -66,9 +81,12 @@ def _quote(text: str) -> str:
 class Gdb:
     name = "gdb"
 
-    def __init__(self, command: str | None = None) -> None:
+    def __init__(self, command: str | None = None, deadline: float | None = None) -> None:
         text = command or os.environ.get("NCORE_GDB") or "gdb"
         self.command = tuple(shlex.split(text))
+        self.deadline = deadline
+        """time.monotonic() by which the checks before an injection must be done (None: no limit
+        but gdb's own, _VERSION_SECONDS)."""
 
     def unavailable(self, target: Target) -> str | None:
         return self.unavailable_here()
@@ -79,7 +97,14 @@ class Gdb:
                 f"{self.command[0] if self.command else 'gdb'} was not found "
                 "(install gdb, or give its path with --gdb or NCORE_GDB)"
             )
-        version = gdb_version(self.command)
+        timeout = _VERSION_SECONDS if self.deadline is None else max(self.deadline - time.monotonic(), 0)
+        try:
+            version = gdb_version(self.command, timeout)
+        except subprocess.TimeoutExpired:
+            return (
+                f"`{' '.join(self.command)} --version` did not answer in time (it had {timeout:.1f} s; is that gdb "
+                "hung?); try another gdb with --gdb or NCORE_GDB, or a longer --timeout"
+            )
         if version is None:
             return f"`{' '.join(self.command)} --version` did not print a gdb version"
         return call_problem(version, cpu.xsave_bytes())
@@ -106,7 +131,8 @@ class Gdb:
         ]  # fmt: skip
         for name, value in settings.items():
             argv += ["-ex", f"set ${name} = {value}"]
-        return [*argv, "-x", str(scripts_dir() / "inject.gdb"), "-ex", "detach"]
+        scripts = scripts_dir()
+        return [*argv, "-x", str(scripts / "inject.gdb"), "-x", str(scripts / "finish.gdb"), "-ex", "detach"]
 
     def inject(self, target: Target, injection: Injection) -> Outcome:
         argv = self.argv(target, injection)
@@ -122,29 +148,35 @@ class Gdb:
         except subprocess.TimeoutExpired:
             _stop(process, target.pid)
             reader.join(1)
-            raise TimedOut(
+            late = TimedOut(
                 f"gdb did not finish within the time limit while injecting into process {target.pid}; "
                 "gdb was killed and the target left running",
                 "see the gdb output with -v; a longer --timeout may help a slow machine",
-            ) from None
-        reader.join(5)
-        return self._outcome(target, argv, lines, injection.mode)
+            )
+            late.transcript = _transcript(argv, lines)
+            raise late from None
+        reader.join(max(injection.deadline - time.monotonic(), 0.5))
+        transcript = _transcript(argv, lines)
+        try:
+            return self._outcome(target, transcript, lines, injection.mode)
+        except NcoreError as e:
+            e.transcript = transcript
+            raise
 
-    def _outcome(self, target: Target, argv: list[str], lines: list[tuple[float, str]], mode: str) -> Outcome:
-        transcript = [shlex.join(argv)] + [line for _, line in lines]
+    def _outcome(self, target: Target, transcript: list[str], lines: list[tuple[float, str]], mode: str) -> Outcome:
         marks = {line.split(" ", 2)[1]: (t, line) for t, line in lines if line.startswith("ncore: ")}
         text = "\n".join(line for _, line in lines)
         if "attached" not in marks:
-            if "ptrace: Operation not permitted" in text:
-                raise PermissionDenied(
-                    f"gdb was not allowed to attach to process {target.pid}", permission_hint(target.uid)
-                )
-            raise NcoreError(
-                f"gdb could not attach to process {target.pid}: {_last_error(text)}", "run with -v to see gdb's output"
-            )
+            raise _attach_failure(target, text)
         if "path" not in marks:
+            raise NcoreError(f"gdb attached but could not run the injection: {_gdb_error(text)}", _SEE_OUTPUT)
+        exited = f"(process {target.pid}) exited" in text  # a panic ends the process within a direct call
+        if "result" not in marks and not exited:
+            released = "; the GIL the call had taken was given back" if "released" in marks else ""
             raise NcoreError(
-                f"gdb attached but could not run the injection: {_last_error(text)}", "run with -v to see gdb's output"
+                f"gdb's call into process {target.pid} was abandoned: {_gdb_error(text)}{released}. The process "
+                "may be left inconsistent; watch it",
+                _SEE_OUTPUT,
             )
         state = dict(item.split("=") for item in marks.get("state", (0, ""))[1].split()[2:] if "=" in item)
         path = marks["path"][1].split()[-1]
@@ -153,8 +185,27 @@ class Gdb:
         return Outcome("gdb", path, why, stopped, transcript)
 
 
-def _last_error(text: str) -> str:
+def _transcript(argv: list[str], lines: list[tuple[float, str]]) -> list[str]:
+    return [shlex.join(argv)] + [line for _, line in lines]
+
+
+def _attach_failure(target: Target, text: str) -> NcoreError:
+    """Why gdb's ``attach`` failed, from what gdb said (``ptrace: Operation not permitted.``)."""
+    said = next((line for line in text.splitlines() if line.startswith("ptrace: ")), "")
+    if "Operation not permitted" in said:
+        return attach_refused(target.pid, target.uid, "gdb")
+    if "No such process" in said:
+        return NoSuchProcess(f"process {target.pid} exited before gdb could attach")
+    return NcoreError(f"gdb could not attach to process {target.pid}: {said or _gdb_error(text)}", _SEE_OUTPUT)
+
+
+def _gdb_error(text: str) -> str:
+    """gdb's error message: the line after the first ``Error in sourced command file:``,
+    else the last line that is not a marker."""
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("ncore:")]
+    for before, after in zip(lines, lines[1:]):
+        if before.endswith("Error in sourced command file:"):
+            return after
     return lines[-1] if lines else "gdb printed nothing"
 
 
@@ -164,13 +215,18 @@ def _read_lines(process: subprocess.Popen[str], lines: list[tuple[float, str]]) 
         lines.append((time.monotonic(), line.rstrip("\n")))
 
 
-def _stop(process: subprocess.Popen[str], pid: int) -> None:
-    """Kill gdb (never the target) and make sure the target is not left stopped."""
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` and everything it started (it leads its own session), and reap it."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def _stop(process: subprocess.Popen[str], pid: int) -> None:
+    """Kill gdb (never the target) and make sure the target is not left stopped."""
+    _kill_group(process)
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]

@@ -25,16 +25,8 @@ import struct
 import time
 
 from .. import arch
-from ..errors import (
-    AlreadyTraced,
-    MethodUnavailable,
-    NcoreError,
-    NoSuchProcess,
-    PermissionDenied,
-    TargetExited,
-    TimedOut,
-)
-from ..target import Mapping, Target, permission_hint
+from ..errors import MethodUnavailable, NcoreError, NoSuchProcess, PermissionDenied, TargetExited, TimedOut
+from ..target import Mapping, Target, attach_refused, permission_hint
 from . import Injection, Outcome, explain
 
 TYPE_CHECKING = False
@@ -153,7 +145,8 @@ class _Exited(Exception):
 
 
 class _Fault(Exception):
-    """A borrowed call crashed: the kernel sent the thread the fault signal numbered in ``args[0]``."""
+    """A borrowed call crashed: the kernel sent the thread the fault signal numbered in
+    ``args[0]`` during the call named in ``args[1]``."""
 
 
 class _Kernel:
@@ -366,7 +359,8 @@ class Tracee:
             for number in self.signals:
                 os.kill(self.pid, number)
             if self.signals:
-                numbers = ", ".join(map(str, self.signals))
+                counts = {number: self.signals.count(number) for number in self.signals}
+                numbers = ", ".join(f"{n}" if c == 1 else f"{n} ({c} times)" for n, c in counts.items())
                 self.transcript.append(f"sent again the signals that arrived meanwhile: {numbers}")
             if isinstance(error, _Late) and self.stuck:
                 raise TimedOut(
@@ -462,7 +456,7 @@ class Tracee:
                     if registers[self.machine.pc] == trap:
                         return True
                 if number in self.machine.fault_signals and trap is not None and self.kernel.signal_code(self.pid) > 0:
-                    raise _Fault(number)
+                    raise _Fault(number, self.calling)
                 self.signals.append(number)
             self.kernel.ptrace(_PTRACE_CONT, self.pid)
 
@@ -532,24 +526,8 @@ class Tracee:
         if error.errno == errno.ESRCH or isinstance(error, FileNotFoundError):
             return NoSuchProcess(f"process {self.pid} exited before ncore could attach")
         if error.errno in (errno.EPERM, errno.EACCES):
-            tracer = _tracer(self.pid)
-            if tracer:
-                return AlreadyTraced(
-                    f"process {self.pid} is already traced by process {tracer}: another debugger is attached",
-                    f"detach that debugger (or end process {tracer}) and run ncore again",
-                )
-            return PermissionDenied(
-                f"ptrace was not allowed to attach to process {self.pid}", permission_hint(self.uid)
-            )
+            return attach_refused(self.pid, self.uid, "ptrace")
         return NcoreError(f"could not attach to process {self.pid}: {error.strerror}")
-
-
-def _tracer(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("TracerPid:")), 0)
-    except OSError:
-        return 0
 
 
 def _show(value: int) -> str:
@@ -617,8 +595,10 @@ class Ptrace:
                     state = tracee.call("PyGILState_Ensure", api["PyGILState_Ensure"])
                     try:
                         tracee.call("PyRun_SimpleString", api["PyRun_SimpleString"], page, holds=True)
-                    except _Late:
-                        if not tracee.stuck:  # the deadline passed before the code could start: give the GIL back
+                    except (_Late, _Fault):
+                        # The call was abandoned, or never started, and the thread is back in ncore's hands
+                        # with the GIL taken: give it back, or every other thread waits for it forever.
+                        if not tracee.stuck:
                             tracee.call("PyGILState_Release", release, state, void=True, holds=True, cleanup=True)
                         raise
                     tracee.call("PyGILState_Release", release, state, void=True, holds=True, cleanup=True)
@@ -635,9 +615,15 @@ class Ptrace:
         except _Fault as e:
             import signal
 
-            name = signal.Signals(e.args[0]).name
-            raise NcoreError(
-                f"{tracee.calling} crashed in process {target.pid} ({name}); ncore put the main thread back",
+            number, call = e.args
+            crashed = NcoreError(
+                f"{call} crashed in process {target.pid} ({signal.Signals(number).name}); ncore put the main "
+                "thread back" + (" and gave the GIL back" if call == "PyRun_SimpleString" else ""),
                 "run with -v to see the steps; try --method gdb",
-            ) from None
+            )
+            crashed.transcript = transcript
+            raise crashed from None
+        except NcoreError as e:
+            e.transcript = transcript
+            raise
         return Outcome("ptrace", decided[0], decided[1], tracee.borrowed_ms() / 1000, transcript)
