@@ -49,8 +49,7 @@ class Outcome:
         if self.result is not None:
             return self.result.record()
         assert self.error is not None
-        e = self.error
-        return {"status": e.kind, "pid": self.request.pid, "error": e.message, "hint": e.hint, "exit_code": e.exit_code}
+        return self.error.record(self.request.pid)
 
     def line(self) -> str:
         if self.result is not None:

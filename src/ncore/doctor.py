@@ -223,28 +223,24 @@ def _pypanic(target: Target) -> Finding:
 
 
 def _dump_directory(target: Target, requested: str | None) -> list[Finding]:
+    """Whether the dump's directory takes it: --output-dir (where a dump refuses it, a
+    problem) or the working directory (where pypanic falls back elsewhere, a note)."""
     where = requested or _cwd(target)
     if where is None:
         return [Finding("dump directory", None, f"the working directory of process {target.pid} cannot be read")]
-    path = requested or f"/proc/{target.pid}/cwd"
+    path = where if requested or target.same_mount_namespace else target.host_path(where)
+    why = target.cannot_write(path)
+    if why is not None:
+        fix = "give a writable directory with --output-dir, or set PYPANIC_DIR in the service"
+        if requested:
+            return [Finding("dump directory", False, f"a dump would be refused: {why}", fix)]
+        fallback = "pypanic falls back to $PYPANIC_DIR, then the temporary directory"
+        return [Finding("dump directory", None, f"{why}: {fallback}", fix)]
+    findings = [Finding("dump directory", True, f"{where} is writable by uid {target.uid}")]
     try:
-        info = os.stat(path)
         space = os.statvfs(path)
-    except OSError as e:
-        return [Finding("dump directory", False, f"{where}: {e.strerror}", "give a directory with --output-dir")]
-    findings = []
-    if space.f_flag & os.ST_RDONLY or not _writable_by(target, info):
-        findings.append(
-            Finding(
-                "dump directory",
-                None,
-                f"{where} is read-only for uid {target.uid}: pypanic falls back to $PYPANIC_DIR, then the "
-                "temporary directory",
-                "give a writable directory with --output-dir, or set PYPANIC_DIR in the service",
-            )
-        )
-    else:
-        findings.append(Finding("dump directory", True, f"{where} is writable by uid {target.uid}"))
+    except OSError:
+        return findings
     free = space.f_bavail * space.f_frsize
     if free < _LOW_SPACE:
         findings.append(
@@ -286,17 +282,6 @@ def _probe(request: Request) -> list[Finding]:
             "" if writable else "give a writable directory with --output-dir",
         ),
     ]
-
-
-def _writable_by(target: Target, info: os.stat_result) -> bool:
-    if target.uid == 0:
-        return True
-    groups = {target.gid, *(int(g) for g in status(target.pid).get("Groups", "").split())}
-    if info.st_uid == target.uid:
-        return bool(info.st_mode & 0o200)
-    if info.st_gid in groups:
-        return bool(info.st_mode & 0o020)
-    return bool(info.st_mode & 0o002)
 
 
 def _cwd(target: Target) -> str | None:

@@ -143,6 +143,8 @@ def request(values: dict[str, object]) -> Request:
     target = pid if pid is not None else inject_pid
     if not isinstance(target, int):
         raise BadUsage("which process? give its PID, e.g. `ncore 1369`")
+    if target <= 0:
+        raise BadUsage(f"{target} cannot be a process's pid: pids are 1 and up")
     return Request(
         target,
         keep_running=bool(values["keep_running"]),
