@@ -34,8 +34,13 @@ test: lint chroot
 demo: install
 	@$(BIN)/python examples/demo.py
 
-bench: install
-	@$(BIN)/python bench/run.py
+# The figures behind BENCHMARKS.md, as Markdown tables on standard output. The methods
+# bench needs the chroot's gdb (root) and fetches hypno from PyPI into a scratch venv.
+RUNS ?= 10
+
+bench: install chroot
+	@$(BIN)/python bench/library.py
+	@$(BIN)/python bench/ncore_methods.py --runs $(RUNS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,8 @@
 
 Prints a Markdown table for BENCHMARKS.md: panicDbg.set against a bound dict.__setitem__,
 the cost of `import pypanic`, a dump of 100 MB of JSON-native state against json.dumps of
-the same data, and a million-element hostile structure.
+the same data, a million-element hostile structure, and a small structure of shared parts
+that is astronomically large written out as a tree.
 """
 
 from __future__ import annotations
@@ -169,8 +170,29 @@ def bench_hostile() -> tuple[str, str, str, str]:
     )
 
 
+def bench_shared() -> tuple[str, str, str, str]:
+    """Forty levels of a list holding one list twice (2**40 leaves written as a tree),
+    registered: how long and how big, with the default limits."""
+    structure: list[object] = [1]
+    for _ in range(40):
+        structure = [structure, structure]
+    pypanic.panicDbg.set("shared", structure)
+    with tempfile.TemporaryDirectory() as work:
+        start = time.perf_counter()
+        path = pypanic.dump("benchmark", directory=work)
+        elapsed = time.perf_counter() - start
+        size = os.path.getsize(path)
+    pypanic.panicDbg.clear()
+    return (
+        "dump with 40 levels of shared halves",
+        f"{elapsed:.2f} s, {size / 1e6:.1f} MB file",
+        "bounded",
+        "bounded",
+    )
+
+
 def main() -> None:
-    rows = [bench_set(), bench_import(), *bench_native_dump(), bench_hostile()]
+    rows = [bench_set(), bench_import(), *bench_native_dump(), bench_hostile(), bench_shared()]
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")
     print("| measurement | absolute | ratio | goal |")
     print("|---|---|---|---|")

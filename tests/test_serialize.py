@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from pypanic._serialize import Budget, Serializer
 
+from .interpreters import run_with_pypanic
+
 
 def strict_loads(text: str) -> Any:
     """json.loads that refuses NaN and Infinity, as strict JSON parsers do."""
@@ -71,6 +73,49 @@ class Hook:
         return {"custom": "form"}
 
 
+FORBIDDEN_CALLS: list[str] = []
+"""Code of hostile values that the serializer ran: it must stay empty."""
+
+
+def forbidden(name: str) -> Any:
+    """A method that records that it ran, then raises."""
+
+    def method(self: Any, *args: Any) -> Any:
+        FORBIDDEN_CALLS.append(f"{type(self).__name__}.{name}")
+        raise RuntimeError(f"{name} must not run")
+
+    return method
+
+
+def hostile(base: type, *names: str) -> type:
+    """A subclass of ``base`` whose ``names`` record and raise."""
+    return type(f"Hostile{base.__name__.title()}", (base,), {name: forbidden(name) for name in names})
+
+
+READING = ("__iter__", "__len__", "__getitem__", "__contains__", "__bool__", "__eq__", "__hash__", "__reversed__")
+HostileDict = hostile(dict, *READING, "items", "keys", "values", "get", "__repr__", "__str__")
+HostileList = hostile(list, *READING, "__repr__", "__str__", "copy")
+HostileTuple = hostile(tuple, *READING, "__repr__", "__str__")
+HostileStr = hostile(str, *READING, "__str__", "__repr__", "__format__", "encode", "__add__", "__mod__")
+HostileInt = hostile(int, "__int__", "__index__", "__repr__", "__str__", "__format__", "__eq__", "__hash__")
+HostileFloat = hostile(float, "__float__", "__repr__", "__str__", "__format__", "__eq__", "__hash__")
+HostileSet = hostile(set, *READING)
+HostileBytes = hostile(bytes, *READING, "__bytes__", "decode")
+
+
+class HostileClass:
+    """Asking for its class, as ``isinstance`` does, records and raises."""
+
+    __class__ = property(forbidden("__class__"))
+
+
+@pytest.fixture(autouse=True)
+def _no_forbidden_calls() -> Any:
+    FORBIDDEN_CALLS.clear()
+    yield
+    assert FORBIDDEN_CALLS == []
+
+
 def test_json_native_data_is_unchanged():
     """Plain JSON data comes back as it went in (the fast path)."""
     value = {"a": [1, 2.5, "x", None, True], "b": {"c": "d"}}
@@ -118,14 +163,81 @@ def test_typed_forms():
     assert out["error"]["message"] == "bad" and out["error"]["args"] == ["bad"]
 
 
-def test_json_native_data_that_fits_is_written_whole():
-    """The per-value limits cut only values that need the walk; plain JSON data that fits
-    the size budget goes through the fast path whole."""
-    value = [[[["deep"]]]], "x" * 100
-    assert encode(value, depth=2, string=10)[0] == [[[[["deep"]]]], "x" * 100]
+def test_json_native_data_is_cut_like_any_other():
+    """Depth, items and string length bound plain JSON data too, with a marker and a
+    record for each cut; the rest of it is written as it is."""
+    out, budget = encode({"deep": [[["x"]]], "long": "x" * 100, "many": list(range(20))}, depth=3, string=10, items=15)
+    assert out["deep"] == [[{"$cut": "depth", "$type": "list", "detail": "nested deeper than 3"}]]
+    assert out["long"] == "x" * 10 + "...[pypanic: 90 of 100 characters cut]"
+    assert out["many"][:15] == list(range(15))
+    assert out["many"][15] == {"$cut": "items", "$type": "list", "detail": "5 of 20 items cut"}
+    assert [(c["path"], c["reason"]) for c in budget.cuts] == [
+        ("value.deep[0][0]", "depth"),
+        ("value.long", "string"),
+        ("value.many", "items"),
+    ]
     out, budget = encode(["x" * 100, "y" * 100], bytes=150)
-    assert out == ["x" * 100, "y" * 44 + "...[pypanic: 56 of 100 characters cut]"]
-    assert budget.cuts == [{"path": "value[1]", "reason": "size", "detail": "56 of 100 characters cut"}]
+    assert out == ["x" * 100, "y" * 40 + "...[pypanic: 60 of 100 characters cut]"]
+    assert budget.cuts == [{"path": "value[1]", "reason": "size", "detail": "60 of 100 characters cut"}]
+
+
+def test_subclasses_are_read_without_their_code():
+    """Subclasses of dict, list, tuple, str, int, float, set and bytes are read through
+    their base type: none of their own methods runs, even the ones that raise."""
+    value = {
+        "dict": HostileDict(a=1),
+        "list": HostileList([1, 2]),
+        "tuple": HostileTuple((3,)),
+        "str": HostileStr("text"),
+        "int": HostileInt(5),
+        "float": HostileFloat(2.5),
+        "set": HostileSet({7}),
+        "bytes": HostileBytes(b"ab"),
+    }
+    out = encode(value)[0]
+    assert {k: out[k] for k in ("dict", "list", "tuple", "str", "int", "float")} == {
+        "dict": {"a": 1},
+        "list": [1, 2],
+        "tuple": [3],
+        "str": "text",
+        "int": 5,
+        "float": 2.5,
+    }
+    assert out["set"]["items"] == [7] and out["bytes"]["text"] == "ab"
+
+
+def test_a_hostile_class_attribute_is_never_asked():
+    """``isinstance`` asks an object for ``__class__``, which a property can answer with
+    anything (or never); the serializer looks only at the real type."""
+    out = encode([HostileClass(), {"k": HostileClass()}])[0]
+    assert out[0]["$type"] == f"{__name__}.HostileClass"
+    assert out[1]["k"]["$type"] == f"{__name__}.HostileClass"
+
+
+def test_shared_parts_are_written_where_they_occur():
+    """A part shared by several containers (not a cycle) is written at each place."""
+    part = {"x": [1, 2]}
+    assert encode([part, part, {"again": part}])[0] == [{"x": [1, 2]}, {"x": [1, 2]}, {"again": {"x": [1, 2]}}]
+
+
+def test_shared_parts_cannot_blow_up():
+    """Forty levels of shared halves (2**40 leaves as a tree) are written up to the size
+    budget within the time budget (the subprocess timeout is the hang guard)."""
+    code = """
+import json
+from pypanic._serialize import Budget, Serializer
+value = [1]
+for _ in range(40):
+    value = [value, value]
+budget = Budget(100_000, 2.0)
+text = Serializer(budget, depth=64, items=10_000, string=1000).encode(value, "value")
+print(json.dumps([len(text), sorted({cut["reason"] for cut in budget.cuts})]))
+"""
+    done = run_with_pypanic(code)
+    assert done.returncode == 0, done.stderr
+    length, reasons = json.loads(done.stdout)
+    assert length <= 100_000
+    assert reasons == ["size"]
 
 
 def test_non_finite_floats_become_strings():
@@ -199,13 +311,24 @@ odd_scalars = (
     | st.builds(Plain)
     | st.sampled_from(list(Color))
 )
+hostile_scalars = (
+    st.builds(HostileClass)
+    | st.text().map(HostileStr)
+    | st.integers().map(HostileInt)
+    | st.floats().map(HostileFloat)
+    | st.binary().map(HostileBytes)
+    | st.sets(st.integers()).map(HostileSet)
+)
 anything = st.recursive(
-    json_values | odd_scalars,
+    json_values | odd_scalars | hostile_scalars,
     lambda children: (
         st.lists(children)
         | st.tuples(children, children)
         | st.dictionaries(st.one_of(st.text(), st.integers(), st.floats(allow_nan=False)), children)
         | st.frozensets(st.integers())
+        | st.lists(children).map(HostileList)
+        | st.dictionaries(st.text(), children).map(HostileDict)
+        | children.map(lambda shared: [shared, {"again": shared}])
     ),
     max_leaves=40,
 )
@@ -214,7 +337,8 @@ anything = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(anything, st.integers(1, 8), st.integers(1, 20), st.integers(1, 50), st.integers(0, 5000))
 def test_always_strict_json_never_raises(value, depth, items, string, size):
-    """Whatever the input and the limits, the output parses as strict JSON."""
+    """Whatever the input and the limits, the output parses as strict JSON, and no code
+    of a hostile subclass or class attribute runs (the fixture checks)."""
     budget = Budget(size, 10.0)
     text = Serializer(budget, depth=depth, items=items, string=string).encode(value, "v")
     strict_loads(text)

@@ -43,7 +43,7 @@ def dump(msg: str, err: object = None, *, directory: str | None = None) -> str:
     """Write the same dump as ``panic`` but keep running; return the dump's path.
 
     Raises ``OSError`` when no directory (the one asked for, ``$PYPANIC_DIR``, the
-    temporary directory) takes the file.
+    temporary directory, ``/tmp``) takes the file.
     """
     from ._panic import dump as _dump
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from . import _facts
 from ._config import Settings
-from ._serialize import Budget, Serializer, describe_error, key_text
+from ._serialize import CUTS_ROOM, Budget, Serializer, describe_error, key_text
 from ._stacks import StackReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from ._registry import Registry
@@ -56,6 +57,13 @@ PYPANIC_KEYS = (
 as ``registered:<key>`` instead."""
 
 
+RESERVED_BYTES, RESERVED_SECONDS = 4096, 0.01
+"""What each registered value keeps back for every registered value after it."""
+
+_LINE_OVERHEAD = 6
+"""What a line of the file adds to a key and its value: quotes, colon, space, comma, newline."""
+
+
 class DumpFailed(OSError):
     """No directory would take the dump; the message says what each one answered."""
 
@@ -69,42 +77,31 @@ def build(
     now: float,
     version: str,
 ) -> list[tuple[str, str]]:
-    """The dump as ``(key, JSON text)`` pairs, in the order they are written."""
-    budget = Budget(settings.max_bytes, settings.max_seconds)
+    """The dump as ``(key, JSON text)`` pairs, in the order they are written.
+
+    pypanic's own keys are computed first: they are small and they are what the operator
+    needs most, so no registered value may starve them of bytes or time. The registered
+    values get what is left, each on its own, so that one that fails becomes a marker
+    and the rest are written. Room for the list of cuts is kept from the start.
+    """
+    budget = Budget(settings.max_bytes - min(CUTS_ROOM, settings.max_bytes // 8), settings.max_seconds)
     is_secret = _facts.secret_matcher(settings.secret_words) if settings.redact else None
     stacks = StackReader(budget, with_locals=settings.locals, is_secret=is_secret or (lambda name: False))
-    state = Serializer(budget, depth=settings.max_depth, items=settings.max_items, string=settings.max_string)
-    facts = Serializer(budget, depth=settings.max_depth, items=settings.max_items, string=settings.max_string)
+    limits = {"depth": settings.max_depth, "items": settings.max_items, "string": settings.max_string}
+    facts = Serializer(budget, **limits)
     init = registry.init
 
     def fact(key: str, compute: Any) -> tuple[str, str]:
+        before = budget.bytes_left
         try:
             value = compute() if callable(compute) else compute
         except Exception as e:
             value = {"$error": describe_error(e)}
-        return key, facts.encode(value, key)
+        text = facts.encode(value, key)
+        # The text holds whatever computing the value spent (local variables): count it once.
+        budget.bytes_left = before - len(text) - len(key) - _LINE_OVERHEAD
+        return key, text
 
-    # Stacks first: they are what the operator needs most, and they must not be starved
-    # of time or bytes by a huge registered value.
-    extended = [
-        fact("panic.reason", reason),
-        fact("panic.exception", lambda: stacks.exception(exc)),
-        fact("panic.threads", stacks.threads),
-    ]
-    registered = []
-    for key, value in registry.snapshot().items():
-        name = key_text(key)
-        if name in PYPANIC_KEYS:
-            name = f"registered:{name}"
-        registered.append((name, state.encode(value, name)))
-    extended += [
-        fact("panic.python", _facts.interpreter),
-        fact("panic.process", lambda: _facts.process(init.cwd)),
-        fact("panic.resources", _facts.resources),
-        fact("panic.gc", _facts.garbage_collector),
-        fact("dbg.pypanic-version", version),
-        fact("dbg.warnings", settings.warnings),
-    ]
     head = [
         fact("dbg.format-version", FORMAT_VERSION),
         fact("init.process.argv", init.argv),
@@ -122,8 +119,36 @@ def build(
         fact("panic.time-ms", _facts.epoch_ms(now)),
         fact("panic.memusage", _facts.memory_usage),
     ]
-    cuts = [fact("dbg.cuts", {"count": budget.cut_count, "first": budget.cuts})]
-    return head + registered + tail + extended + cuts
+    extended = [
+        fact("panic.reason", reason),
+        fact("panic.exception", lambda: stacks.exception(exc)),
+        fact("panic.threads", stacks.threads),
+        fact("panic.python", _facts.interpreter),
+        fact("panic.process", lambda: _facts.process(init.cwd)),
+        fact("panic.resources", _facts.resources),
+        fact("panic.gc", _facts.garbage_collector),
+        fact("dbg.pypanic-version", version),
+        fact("dbg.warnings", settings.warnings),
+    ]
+    state = Serializer(budget, **limits)
+    registered = []
+    values = list(registry.snapshot().items())
+    for i, (key, value) in enumerate(values):
+        name = key_text(key)
+        if name in PYPANIC_KEYS:
+            name = f"registered:{name}"
+        budget.bytes_left -= len(name) + _LINE_OVERHEAD
+        # Each value may take what is left but a little for each value still to come
+        # (at most half), so that a huge one does not leave the rest as bare markers.
+        later = len(values) - i - 1
+        held_bytes = min(later * RESERVED_BYTES, max(budget.bytes_left, 0) // 2)
+        seconds = budget.deadline - time.monotonic()
+        budget.bytes_left -= held_bytes
+        text = state.encode(value, name, seconds=seconds - min(later * RESERVED_SECONDS, seconds / 2))
+        budget.bytes_left += held_bytes
+        registered.append((name, text))
+    cuts = ("dbg.cuts", json.dumps({"count": budget.cut_count, "first": budget.cuts}, ensure_ascii=False))
+    return [*head, *registered, *tail, *extended, cuts]
 
 
 def _chunks(entries: list[tuple[str, str]]) -> Iterator[bytes]:
@@ -135,22 +160,24 @@ def _chunks(entries: list[tuple[str, str]]) -> Iterator[bytes]:
     yield b"}\n"
 
 
-def candidate_directories(settings: Settings, requested: str | None) -> list[str]:
-    """Where to try to write, in order: the directory asked for (else the configured one,
-    else the working directory), then ``$PYPANIC_DIR``, then the temporary directory."""
+def _temporary_directory() -> str:
+    import tempfile  # only here: it is needed only when two directories have failed
+
+    return tempfile.gettempdir()
+
+
+def candidate_directories(settings: Settings, requested: str | None) -> list[tuple[str, Callable[[], str | None]]]:
+    """Where to try to write, in order, as ``(name, find)``: ``find()`` gives the
+    directory (None: not set) or raises OSError. The directory asked for (else the
+    configured one, else the working directory), ``$PYPANIC_DIR``, the temporary
+    directory, ``/tmp``."""
     first = requested or settings.directory
-    if first is None:
-        try:
-            first = os.getcwd()
-        except OSError:
-            first = None
-    found = []
-    for directory in (first, os.environ.get("PYPANIC_DIR"), os.environ.get("TMPDIR") or "/tmp"):
-        if directory:
-            path = os.path.abspath(directory)
-            if path not in found:
-                found.append(path)
-    return found
+    return [
+        (first or "the working directory", lambda: first or os.getcwd()),
+        ("$PYPANIC_DIR", lambda: os.environ.get("PYPANIC_DIR")),
+        ("the temporary directory", _temporary_directory),
+        ("/tmp", lambda: "/tmp"),
+    ]
 
 
 def final_path(directory: str, pid: int) -> str:
@@ -208,14 +235,28 @@ def _publish(temporary: str, directory: str, dir_fd: int, pid: int) -> str:
     raise FileExistsError(f"no free ncore.{pid}.<n> name in {directory}")
 
 
-def write_anywhere(entries: list[tuple[str, str]], directories: list[str], pid: int, announce: Any) -> str:
-    """Try each directory in turn; ``announce(path, why_not_earlier)`` is called before
-    each attempt. Raises DumpFailed listing every directory's error."""
+def write_anywhere(
+    entries: list[tuple[str, str]], settings: Settings, requested: str | None, pid: int
+) -> tuple[str, str]:
+    """Write into the first of the candidate directories that takes the dump, trying each
+    directory once. Returns the path and why the directories before it were passed over
+    (empty when none was); raises DumpFailed naming every directory's error."""
     failures: list[str] = []
-    for directory in directories:
-        announce(final_path(directory, pid), "; ".join(failures))
+    tried: set[str] = set()
+    for name, find in candidate_directories(settings, requested):
         try:
-            return write(entries, directory, pid)
+            directory = find()
+            if not directory:
+                continue
+            directory = os.path.abspath(directory)
+        except OSError as e:
+            failures.append(f"could not write in {name}: {e.strerror or e}")
+            continue
+        if directory in tried:
+            continue
+        tried.add(directory)
+        try:
+            return write(entries, directory, pid), "; ".join(failures)
         except OSError as e:
             failures.append(f"could not write in {directory}: {e.strerror or e}")
     raise DumpFailed("; ".join(failures))

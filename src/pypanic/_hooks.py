@@ -24,24 +24,37 @@ if TYPE_CHECKING:
 _ASYNCIO_MODULE = "asyncio.base_events"
 
 
+UNCAUGHT = "panic due to uncaught exception"
+"""The log line's words for every uncaught exception, as node-panic's; ``panic.reason``
+adds where it was caught."""
+
+
+def _passed_on(kind: type[BaseException]) -> bool:
+    """Whether an uncaught ``kind`` goes to the hook that was there before instead of
+    panicking: KeyboardInterrupt, unless ``panic_on_keyboard_interrupt`` is set."""
+    return issubclass(kind, KeyboardInterrupt) and not _config.resolve(shared()).panic_on_keyboard_interrupt
+
+
 def _excepthook(kind: type[BaseException], exc: BaseException | None, tb: TracebackType | None) -> None:
-    registry = shared()
-    if issubclass(kind, KeyboardInterrupt) and not _config.resolve(registry).panic_on_keyboard_interrupt:
-        registry.saved_hooks["sys.excepthook"](kind, exc, tb)
+    if _passed_on(kind):
+        shared().saved_hooks["sys.excepthook"](kind, exc, tb)
         return
     if exc is None:
         exc = kind()
     if exc.__traceback__ is None:
         exc.__traceback__ = tb
-    _panic.panic("panic due to uncaught exception", exc)
+    _panic.panic(UNCAUGHT, exc)
 
 
 def _threading_excepthook(args: Any) -> None:
     if issubclass(args.exc_type, SystemExit):
         return
+    if _passed_on(args.exc_type):
+        shared().saved_hooks["threading.excepthook"](args)
+        return
     exc = args.exc_value if args.exc_value is not None else args.exc_type()
     name = args.thread.name if args.thread is not None else "?"
-    _panic.panic(f"panic due to uncaught exception in thread {name!r}", exc)
+    _panic.panic(UNCAUGHT, exc, reason=f"{UNCAUGHT} in thread {name!r}")
 
 
 def _is_uncaught(context: dict[str, Any]) -> bool:
@@ -56,11 +69,21 @@ def _patch_asyncio(module: ModuleType) -> None:
     original = loop_class.default_exception_handler
     if getattr(original, "__pypanic_original__", None) is not None:
         return
+    # Held here: while the interpreter shuts down, this module's globals may be gone.
+    finalizing = sys.is_finalizing
 
     def default_exception_handler(self: Any, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, BaseException) and _is_uncaught(context) and shared().saved_hooks:
-            _panic.panic(f"panic due to uncaught exception in asyncio ({context.get('message')})", exc)
+        # A task dropped only at shutdown is reported when nothing works well enough for
+        # a dump any more: asyncio's own handler logs it, as it would without pypanic.
+        if not finalizing():
+            exc = context.get("exception")
+            if (
+                isinstance(exc, BaseException)
+                and _is_uncaught(context)
+                and shared().saved_hooks
+                and not _passed_on(type(exc))
+            ):
+                _panic.panic(UNCAUGHT, exc, reason=f"{UNCAUGHT} in asyncio ({context.get('message')})")
         original(self, context)
 
     default_exception_handler.__pypanic_original__ = original  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import time
 from . import _config, _dump
 from ._log import StderrLog
 from ._registry import Registry, shared
-from ._serialize import describe_error
+from ._serialize import call_guarded, describe_error, plain_text
 from ._stacks import error_text, traceback_of_caller
 
 TYPE_CHECKING = False
@@ -45,31 +45,40 @@ Panic.__module__ = NestedPanic.__module__ = "pypanic"
 
 
 def _as_exception(message: str, err: object) -> BaseException:
-    if isinstance(err, BaseException):
+    # The real type first: isinstance alone would ask any other object for its __class__.
+    if issubclass(type(err), BaseException) and isinstance(err, BaseException):
         if err.__traceback__ is None:
             err.__traceback__ = traceback_of_caller(sys._getframe(1))
         return err
-    text = message if err is None else f"{message}: {err!r}"
+    if err is None:
+        text = message
+    else:
+        ok, described = call_guarded(repr, err)
+        text = f"{message}: {plain_text(described) if ok else '<' + described + '>'}"
     exc = Panic(text)
     exc.__traceback__ = traceback_of_caller(sys._getframe(1))
     return exc
 
 
 def _write(
-    registry: Registry, settings: _config.Settings, label: str, reason: str, exc: BaseException, directory: str | None
+    registry: Registry,
+    settings: _config.Settings,
+    label: str,
+    headline: str,
+    reason: str,
+    exc: BaseException,
+    directory: str | None,
 ) -> str:
+    """Log, build and write one dump; ``headline`` goes into the first log line (in
+    node-panic's words), ``reason`` into ``panic.reason``."""
     level, noun = ("CRIT", "core dump") if label == "PANIC" else ("INFO", "dump")
     log = StderrLog()
     now = time.time()
     error = error_text(exc)
-    log(level, f"{label}: {reason}: {error}")
+    log(level, f"{label}: {headline}: {error}")
     entries = _dump.build(registry, settings, reason, exc, error, now, VERSION)
-
-    def announce(path: str, failures: str) -> None:
-        why = f" ({failures})" if failures else ""
-        log(level, f"writing {noun} to {path}{why}")
-
-    path = _dump.write_anywhere(entries, _dump.candidate_directories(settings, directory), os.getpid(), announce)
+    path, passed_over = _dump.write_anywhere(entries, settings, directory, os.getpid())
+    log(level, f"writing {noun} to {path}" + (f" ({passed_over})" if passed_over else ""))
     log(level, f"finished writing {noun}")
     return path
 
@@ -83,22 +92,31 @@ def _enter(what: str) -> tuple[Registry, int]:
     return registry, me
 
 
-def panic(message: str, err: object = None, *, directory: str | None = None, report: Report | None = None) -> NoReturn:
+def panic(
+    message: str,
+    err: object = None,
+    *,
+    directory: str | None = None,
+    report: Report | None = None,
+    reason: str | None = None,
+) -> NoReturn:
     """Write a dump and end the process (see ``pypanic.panic``).
 
     ``report(path, error)`` is called once the file is complete (or could not be
-    written), before the exit: ncore's handshake.
+    written), before the exit: ncore's handshake. ``reason`` is the dump's
+    ``panic.reason`` when it says more than the log line (which thread, which asyncio
+    error); by default both say ``message`` (``explicit panic`` without ``err``).
     """
     registry, me = _enter("panic")
     exc = _as_exception(message, err)
-    reason = "explicit panic" if err is None else message
+    headline = "explicit panic" if err is None else message
     registry.guard.lock.acquire()
     registry.guard.owner = me
     status, abort = 1, False
     try:
         settings = _config.resolve(registry)
         status, abort = settings.exit_status, settings.abort
-        path = _write(registry, settings, "PANIC", reason, exc, directory)
+        path = _write(registry, settings, "PANIC", headline, reason or headline, exc, directory)
         if report is not None:
             report(path, None)
     except BaseException as e:
@@ -123,7 +141,7 @@ def dump(message: str, err: object = None, *, directory: str | None = None, repo
     reason = "snapshot" if err is None else message
     registry.guard.dumping.add(me)
     try:
-        path = _write(registry, _config.resolve(registry), "DUMP", reason, exc, directory)
+        path = _write(registry, _config.resolve(registry), "DUMP", reason, reason, exc, directory)
     except BaseException as e:
         if report is not None:
             report(None, describe_error(e))

@@ -1,12 +1,15 @@
 """Any Python object to strict JSON text within limits; never raises, never runs for long.
 
-Values that are plain JSON (dicts with string keys, lists, tuples, strings, finite
-numbers, booleans, None) and fit their allowance go through the C encoder of the
-``json`` module unchanged: the fast path. Everything else is walked: cycles become a
-``{"$cycle": ...}`` marker, other types a ``{"$type": ...}`` record, user code
-(``__repr__``, ``__str__``, ``__pypanic__``) runs under a time limit and a failure
-becomes an ``"$error"`` field, and every cut (depth, items, string length, size, time)
-leaves a marker in place and an entry in the budget's list of cuts.
+Every value is walked. A dict, list or tuple found on the way is first scanned, without
+running any code of its own: when it is a tree (no part shared, no cycle) of exact
+built-in JSON types (dicts with string keys, lists, tuples, strings, finite floats,
+integers, booleans, None) within every limit, the C encoder of the ``json`` module writes
+it as it is: the fast path. Everything else is walked further: cycles become a
+``{"$cycle": ...}`` marker, other types a ``{"$type": ...}`` record, subclasses of
+built-in types are read through their base type, user code (``__repr__``, ``__str__``,
+``__pypanic__``, attribute reads) runs only under a time limit and a failure becomes an
+``"$error"`` field, and every cut (depth, items, string length, size, time) leaves a
+marker in place and an entry in the budget's list of cuts.
 """
 
 from __future__ import annotations
@@ -14,20 +17,35 @@ from __future__ import annotations
 import json
 import math
 import sys
-from itertools import islice
+import types
+from itertools import chain, compress, islice, repeat
+from operator import is_, itemgetter, mul
 from time import monotonic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 CALL_SECONDS = 0.25
 """How long one call of user code (a ``__repr__``, say) may run before it is abandoned."""
 
 MAX_RECORDED_CUTS = 100
+MAX_CUT_PATH = 200
+"""Characters kept of the path in a record of a cut."""
+
+CUTS_ROOM = MAX_RECORDED_CUTS * (MAX_CUT_PATH + 120)
+"""An upper bound of the JSON text of the list of cuts."""
+
 _MAX_INT_BITS = 8192
 _REPR_CHARS = 2000
+_SCAN_WIDTH = 16
+"""Containers inside a value this wide or wider are scanned for the fast path."""
+_SCAN_CHUNK = 1 << 16
+"""Values the scan of the fast path checks at once (between two looks at the clock)."""
+
+_FAST_INT = 1 << 63
+"""Integers up to this size are written by the fast path; larger ones are walked."""
 
 _STRING_VALUE_TYPES = frozenset(
     {
@@ -55,7 +73,16 @@ _STRING_VALUE_TYPES = frozenset(
 
 _ISO_TYPES = frozenset({"datetime.datetime", "datetime.date", "datetime.time"})
 
-_ENCODE_FAST = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=True).encode
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
+"""Cycles never reach the encoder: the walk turns them into markers, the scan refuses
+them (one made meanwhile by another thread ends in RecursionError)."""
+
+_MRO = type.__dict__["__mro__"].__get__
+_CLASS_DICT = type.__dict__["__dict__"].__get__
+_CLASS_MODULE = type.__dict__["__module__"].__get__
+_CLASS_QUALNAME = type.__dict__["__qualname__"].__get__
+_EXCEPTION_ARGS = BaseException.__dict__["args"].__get__
+_NONE_TYPE = type(None)
 
 
 class Budget:
@@ -67,9 +94,19 @@ class Budget:
         self.cuts: list[dict[str, Any]] = []
         self.cut_count = 0
 
+    def checkpoint(self) -> tuple[int, int, int]:
+        """What ``rewind`` needs to forget everything spent and cut after this call."""
+        return self.bytes_left, len(self.cuts), self.cut_count
+
+    def rewind(self, checkpoint: tuple[int, int, int]) -> None:
+        self.bytes_left, recorded, self.cut_count = checkpoint
+        del self.cuts[recorded:]
+
     def record_cut(self, where: str, reason: str, detail: str) -> None:
         self.cut_count += 1
         if len(self.cuts) < MAX_RECORDED_CUTS:
+            if len(where) > MAX_CUT_PATH:
+                where = where[:MAX_CUT_PATH] + "..."
             self.cuts.append({"path": where, "reason": reason, "detail": detail})
 
 
@@ -78,21 +115,33 @@ class _Overtime(BaseException):
     careless ``except Exception`` there does not swallow it."""
 
 
-def type_name(obj: Any) -> str:
-    """``module.QualName`` of ``obj``'s type (``int`` for builtins); never raises."""
-    cls = type(obj)
+def class_name(cls: type, *, builtins: bool = False) -> str:
+    """``module.QualName`` of a class (``int`` for builtins, unless ``builtins``), read
+    without running any of its (or its metaclass's) code; never raises."""
     try:
-        module = cls.__module__
-        name = cls.__qualname__
+        name = _CLASS_QUALNAME(cls)
     except Exception:
         return "?"
-    return name if module == "builtins" else f"{module}.{name}"
+    try:
+        module = _CLASS_MODULE(cls)
+    except Exception:
+        module = None
+    if type(name) is not str:
+        return "?"
+    if type(module) is not str or (module == "builtins" and not builtins):
+        return name
+    return f"{module}.{name}"
+
+
+def type_name(obj: Any) -> str:
+    """``module.QualName`` of ``obj``'s type (``int`` for builtins); never raises."""
+    return class_name(type(obj))
 
 
 def class_attribute(cls: type, name: str) -> Any:
     """``name`` as found in the class dictionaries along the MRO, without running any code."""
-    for klass in type.__dict__["__mro__"].__get__(cls):
-        found = klass.__dict__.get(name)
+    for klass in _MRO(cls):
+        found = _CLASS_DICT(klass).get(name)
         if found is not None:
             return found
     return None
@@ -123,90 +172,227 @@ def call_guarded(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
 
 def describe_error(e: BaseException) -> str:
     """``Type: message`` for an exception, without running the exception's own code."""
-    args = e.args if isinstance(e.args, tuple) else ()
+    args = _EXCEPTION_ARGS(e)
     message = args[0] if len(args) == 1 and type(args[0]) is str else ""
     name = type_name(e)
     return f"{name}: {message[:_REPR_CHARS]}" if message else name
+
+
+def plain_text(value: Any) -> str | None:
+    """A string of any type as an exact ``str``, without running its code; else None."""
+    return str.__str__(value) if issubclass(type(value), str) else None
 
 
 def key_text(key: Any) -> str:
     """A dictionary key as a JSON object key: strings as they are, others as JSON or repr."""
     if type(key) is str:
         return key
-    if key is None or type(key) in (bool, int, float):
+    cls = type(key)
+    if cls is int and key.bit_length() > _MAX_INT_BITS:
+        return hex(key)
+    if key is None or cls in (bool, int, float):
         return json.dumps(key)
     ok, text = call_guarded(repr, key)
-    return text[:_REPR_CHARS] if ok and isinstance(text, str) else f"<{type_name(key)} key>"
+    text = plain_text(text) if ok else None
+    return text[:_REPR_CHARS] if text is not None else f"<{type_name(key)} key>"
 
 
-def encode_fast(value: Any, allowance: int) -> str | None:
-    """The JSON text of ``value`` when it is plain JSON no longer than ``allowance``."""
-    try:
-        text = _ENCODE_FAST(value)
-    except (TypeError, ValueError, RecursionError, OverflowError):
-        return None
-    return text if len(text) <= allowance else None
+def _by_type(values: list[Any]) -> list[tuple[type, list[Any]]]:
+    """``values`` grouped by their exact type."""
+    kinds = set(map(type, values))
+    if len(kinds) <= 1:
+        return [(kind, values) for kind in kinds]
+    types = list(map(type, values))
+    return [(kind, list(compress(values, map(is_, types, repeat(kind))))) for kind in kinds]
+
+
+def _held_values(containers: list[Any]) -> tuple[int, list[list[Any]]] | None:
+    """The values held by ``containers`` (exact dicts, lists and tuples) as lists, and the
+    length of the text of their keys; None when a key is not an exact string. Dicts with
+    the same keys (records) give one list per key, which mostly holds one type."""
+    key_size = 0
+    columns: list[list[Any]] = []
+    for kind, group in _by_type(containers):
+        if kind is not dict:
+            columns.append(list(chain.from_iterable(group)))
+            continue
+        if not set(map(type, chain.from_iterable(group))) <= {str}:
+            return None
+        first = group[0]
+        # Every dict holding each of the first one's keys, and no more keys in all than
+        # that many each: they all have the same keys. (Every key is an exact string, so
+        # looking one up runs no code of a key's own.)
+        if sum(map(len, group)) == len(first) * len(group):
+            try:
+                columns += [list(map(itemgetter(key), group)) for key in first]
+                key_size += (sum(map(len, first)) + 4 * len(first)) * len(group)
+                continue
+            except KeyError:
+                pass
+        columns.append(list(chain.from_iterable(map(dict.values, group))))
+        key_size += sum(map(len, chain.from_iterable(group))) + 4 * sum(map(len, group))
+    return key_size, columns
 
 
 class Serializer:
     """Turns values into JSON text within the given limits, spending from one Budget."""
 
-    def __init__(self, budget: Budget, *, depth: int, items: int, string: int, fast: int | None = None) -> None:
+    def __init__(self, budget: Budget, *, depth: int, items: int, string: int) -> None:
         self.budget = budget
         self.max_depth = depth
         self.max_items = items
         self.max_string = string
-        self.fast_allowance = fast
         self._active: set[int] = set()
         self._path: list[Any] = []
         self._nodes = 0
+        self._deadline = budget.deadline
         self._out_of_time = False
+        self._fast = True
 
-    def encode(self, value: Any, where: str) -> str:
-        """The JSON text of ``value``; ``where`` names it in the list of cuts."""
-        allowance = self.budget.bytes_left
-        if self.fast_allowance is not None:
-            allowance = min(allowance, self.fast_allowance)
-        text = encode_fast(value, allowance)
-        if text is None:
+    def encode(self, value: Any, where: str, *, seconds: float | None = None) -> str:
+        """The JSON text of ``value``, its length taken from the budget; never raises.
+        ``where`` names it in the list of cuts; ``seconds`` bounds the time it may take,
+        within the budget's."""
+        before = self.budget.checkpoint()
+        deadline = self.budget.deadline if seconds is None else min(self.budget.deadline, monotonic() + seconds)
+        try:
             try:
-                text = json.dumps(self.to_data(value, where), ensure_ascii=False, allow_nan=False)
-            except BaseException as e:
-                text = json.dumps({"$error": f"pypanic could not write this value: {describe_error(e)}"})
-        self.budget.bytes_left -= len(text)
+                text = _ENCODE(self._data(value, where, deadline))
+            except (TypeError, ValueError, RecursionError):
+                # A part left to the fast path was changed by another thread after it was
+                # scanned: walk everything again, copying what is kept.
+                self.budget.rewind(before)
+                self._fast = False
+                try:
+                    text = _ENCODE(self._data(value, where, deadline))
+                finally:
+                    self._fast = True
+        except BaseException as e:
+            text = json.dumps({"$error": f"pypanic could not write this value: {describe_error(e)}"})
+        self.budget.bytes_left = before[0] - len(text)
         return text
 
     def to_data(self, value: Any, where: str) -> Any:
-        """``value`` as plain, finite, acyclic JSON data."""
+        """``value`` as finite, acyclic JSON data (parts of it may be ``value``'s own
+        containers, when they passed the scan)."""
+        return self._data(value, where, self.budget.deadline)
+
+    def _data(self, value: Any, where: str, deadline: float) -> Any:
         self._path = [where]
         self._active.clear()
+        self._deadline = deadline
+        self._out_of_time = False
         return self._walk(value, 0)
+
+    # -- the fast path ------------------------------------------------------------------
+
+    def _plain_size(self, root: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int) -> int | None:
+        """An upper bound of the length of ``root``'s JSON text when ``root``, found at
+        ``depth``, is a tree of exact JSON types within every limit and what the budget
+        has left; else None.
+
+        The scan goes level by level and checks each level's values in bulk, grouped by
+        exact type, with C loops (map, compress, set): a loop in Python per value would
+        cost as much as encoding them. It looks into exact built-in types only, so it runs
+        no code of the value's own.
+        """
+        allowance, deadline = self.budget.bytes_left, self._deadline
+        seen = {id(root)}
+        level: list[Any] = [root]
+        size = 0
+        while level:
+            counts = list(map(len, level))
+            widest = max(counts)
+            if widest > self.max_items:
+                return None
+            size += 2 * len(level) + 2 * sum(counts)
+            below: list[Any] = []
+            step = max(1, _SCAN_CHUNK // max(widest, 1))
+            for start in range(0, len(level), step):
+                if monotonic() > deadline:
+                    self._out_of_time = True
+                    return None
+                found = _held_values(level[start : start + step])
+                if found is None:
+                    return None
+                key_size, columns = found
+                size += key_size
+                for values in columns:
+                    grown = self._plain_values(values, depth + 1, seen, below)
+                    if grown is None:
+                        return None
+                    size += grown
+                if size > allowance:
+                    return None
+            level = below
+            depth += 1
+        return size
+
+    def _plain_values(self, values: list[Any], depth: int, seen: set[int], below: list[Any]) -> int | None:
+        """An upper bound of the length of the text of ``values`` (found at ``depth``)
+        when each is of an exact JSON type within the limits, and each non-empty container
+        among them is seen for the first time (it is added to ``seen`` and ``below``); else
+        None."""
+        size = 0
+        for kind, group in _by_type(values):
+            if kind is str:
+                lengths = list(map(len, group))
+                if max(lengths) > self.max_string:
+                    return None
+                size += sum(lengths) + 2 * len(group)
+            elif kind is int:
+                if max(group) >= _FAST_INT or min(group) <= -_FAST_INT:
+                    return None
+                size += 20 * len(group)
+            elif kind is float:
+                if sum(map(mul, group, repeat(0.0))) != 0.0:  # NaN or infinite: 0 * x is NaN
+                    return None
+                size += 24 * len(group)
+            elif kind is bool or kind is _NONE_TYPE:
+                size += 5 * len(group)
+            elif kind is dict or kind is list or kind is tuple:
+                if depth >= self.max_depth:
+                    return None
+                filled = list(compress(group, group))
+                size += 2 * (len(group) - len(filled))
+                known = len(seen)
+                seen.update(map(id, filled))
+                if len(seen) < known + len(filled):
+                    return None  # a part is shared (or a cycle): the walk writes it where it occurs
+                below += filled
+            else:
+                return None
+        return size
 
     # -- the walk ---------------------------------------------------------------------
 
     def _where(self) -> str:
         parts = [str(self._path[0])]
         for key in self._path[1:]:
-            if isinstance(key, int):
+            if type(key) is int:
                 parts.append(f"[{key}]")
-            elif isinstance(key, str) and key.isidentifier():
+            elif type(key) is str and key.isidentifier():
                 parts.append(f".{key}")
             else:
                 parts.append(f"[{json.dumps(str(key), ensure_ascii=False)}]")
         return "".join(parts)
 
     def _cut(self, reason: str, obj: Any, detail: str) -> dict[str, Any]:
+        marker = {"$cut": reason, "$type": type_name(obj), "detail": detail}
         self.budget.record_cut(self._where(), reason, detail)
-        return {"$cut": reason, "$type": type_name(obj), "detail": detail}
+        self._spend(len(reason) + len(marker["$type"]) + len(detail) + 40)
+        return marker
+
+    def _stop(self) -> str | None:
+        """Why a container's remaining items must be left out (``size``, ``time``), or None."""
+        if self.budget.bytes_left <= 0:
+            return "size"
+        return "time" if self._out_of_time else None
 
     def _spend(self, n: int) -> None:
         self.budget.bytes_left -= n
 
     def _walk(self, obj: Any, depth: int) -> Any:
-        self._nodes += 1
-        if self._out_of_time or (self._nodes & 1023 == 0 and monotonic() > self.budget.deadline):
-            self._out_of_time = True
-            return self._cut("time", obj, "the dump's time limit was reached")
         if self.budget.bytes_left <= 0:
             return self._cut("size", obj, "the dump's size limit was reached")
         cls = type(obj)
@@ -219,18 +405,28 @@ class Serializer:
             return self._int(obj)
         if cls is float:
             return self._float(obj)
+        # Only what needs walking is cut for time: a number or a string costs nothing.
+        self._nodes += 1
+        if self._out_of_time or (self._nodes & 255 == 0 and monotonic() > self._deadline):
+            self._out_of_time = True
+            return self._cut("time", obj, "the dump's time limit was reached")
         if depth >= self.max_depth:
             return self._cut("depth", obj, f"nested deeper than {self.max_depth}")
         if id(obj) in self._active:
             self._spend(20)
             return {"$cycle": type_name(obj)}
+        # The scan costs about as much as walking a dozen values: worth it for a value and
+        # for wide containers, whose parts (or they themselves) can take the fast path.
+        if self._fast and (cls is dict or cls is list or cls is tuple) and (depth == 0 or len(obj) >= _SCAN_WIDTH):
+            size = self._plain_size(obj, depth)
+            if size is not None:
+                self._spend(size)
+                return obj
+            if self._out_of_time:
+                return self._cut("time", obj, "the dump's time limit was reached")
         self._active.add(id(obj))
         try:
-            if cls is dict:
-                return self._mapping(obj, list(islice(dict.items(obj), self.max_items)), len(obj), depth)
-            if cls is list or cls is tuple:
-                return self._sequence(obj, obj[: self.max_items], len(obj), depth)
-            return self._other(obj, cls, depth)
+            return self._container(obj, cls, depth)
         except Exception as e:  # a container changed under us, an odd C type, a deep recursion
             return {"$type": type_name(obj), "$error": describe_error(e)}
         finally:
@@ -246,40 +442,57 @@ class Serializer:
         return s
 
     def _int(self, n: int) -> Any:
-        self._spend(8)
-        if n.bit_length() <= _MAX_INT_BITS:
+        bits = n.bit_length()
+        if bits <= _MAX_INT_BITS:
+            self._spend(bits // 3 + 2)
             return n
-        return {"$type": "int", "bits": n.bit_length(), "hex": self._string(hex(n))}
+        return {"$type": "int", "bits": bits, "hex": self._string(hex(n))}
 
     def _float(self, x: float) -> Any:
-        self._spend(8)
+        self._spend(24)
         if math.isfinite(x):
             return x
         return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
 
-    def _mapping(self, obj: Any, items: list[tuple[Any, Any]], length: int, depth: int) -> Any:
+    def _mapping(self, obj: Any, mapping: dict[Any, Any], depth: int) -> Any:
+        """The items of ``mapping`` (``obj`` itself, or its ``__dict__``) as a JSON object."""
+        length = dict.__len__(mapping)
         out: dict[str, Any] = {}
-        for key, value in items:
+        reason = "items"
+        self._spend(2)
+        # A copy of the items kept: code run on the way (a __repr__) may change the dict.
+        for key, value in list(islice(dict.items(mapping), self.max_items)):
+            stop = self._stop()
+            if stop:
+                reason = stop
+                break
             name = key_text(key)
             while name in out:
                 name += "'"
-            self._spend(len(name) + 4)
+            self._spend(len(name) + 6)
             self._path.append(name)
             out[name] = self._walk(value, depth + 1)
             self._path.pop()
-        if length > len(items):
-            out["$cut"] = self._cut("items", obj, f"{length - len(items)} of {length} items cut")
+        if length > len(out):
+            out["$cut"] = self._cut(reason, obj, f"{length - len(out)} of {length} items cut")
         return out
 
-    def _sequence(self, obj: Any, items: Any, length: int, depth: int) -> list[Any]:
+    def _sequence(self, obj: Any, items: Iterable[Any], length: int, depth: int) -> list[Any]:
+        """The first ``max_items`` of ``items`` (``length`` in all) as a JSON array."""
         out = []
-        for i, value in enumerate(items):
-            self._spend(1)
+        reason = "items"
+        self._spend(2)
+        for i, value in enumerate(islice(items, self.max_items)):
+            stop = self._stop()
+            if stop:
+                reason = stop
+                break
+            self._spend(2)
             self._path.append(i)
             out.append(self._walk(value, depth + 1))
             self._path.pop()
         if length > len(out):
-            out.append(self._cut("items", obj, f"{length - len(out)} of {length} items cut"))
+            out.append(self._cut(reason, obj, f"{length - len(out)} of {length} items cut"))
         return out
 
     def _record(self, obj: Any, **fields: Any) -> dict[str, Any]:
@@ -288,13 +501,23 @@ class Serializer:
         self._spend(len(record["$type"]) + 12)
         return record
 
-    def _repr(self, obj: Any) -> Any:
-        ok, text = call_guarded(repr, obj)
-        if ok and isinstance(text, str):
-            return self._string(text[: max(self.max_string, _REPR_CHARS)])
-        return {"$error": text if not ok else "__repr__ returned a non-string"}
+    def _guarded_text(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """The string ``fn(*args)`` returns, run under the time limit, or an ``$error``."""
+        ok, text = call_guarded(fn, *args)
+        if not ok:
+            return {"$error": text}
+        text = plain_text(text)
+        if text is None:
+            return {"$error": f"{getattr(fn, '__name__', 'the call')} returned a non-string"}
+        return self._string(text[: max(self.max_string, _REPR_CHARS)])
 
-    def _other(self, obj: Any, cls: type, depth: int) -> Any:
+    def _container(self, obj: Any, cls: type, depth: int) -> Any:
+        """A value that is not a JSON scalar, read through its built-in base type when it
+        has one; none of its own methods runs except under ``call_guarded``."""
+        if cls is dict:
+            return self._mapping(obj, obj, depth)
+        if cls is list or cls is tuple:
+            return self._sequence(obj, obj, len(obj), depth)
         hook = class_attribute(cls, "__pypanic__")
         if hook is not None:
             ok, value = call_guarded(hook, obj)
@@ -305,57 +528,60 @@ class Serializer:
                 return self._walk(value, depth + 1)
             finally:
                 self._path.pop()
-        name = type_name(obj)
         if class_attribute(cls, "_member_map_") is not None:
-            return self._enum(obj, depth)
-        if isinstance(obj, str):
+            return self._enum(obj, cls, depth)
+        if issubclass(cls, str):
             return self._string(str.__str__(obj))
-        if isinstance(obj, int):
-            return self._int(int(obj))
-        if isinstance(obj, float):
-            return self._float(float(obj))
-        if isinstance(obj, dict):
-            return self._mapping(obj, list(islice(dict.items(obj), self.max_items)), len(obj), depth)
-        if isinstance(obj, (list, tuple)):
-            head: Sequence[Any]
-            if isinstance(obj, list):
-                head = list.__getitem__(obj, slice(self.max_items))
-            else:
-                head = tuple.__getitem__(obj, slice(self.max_items))
-            return self._sequence(obj, head, len(obj), depth)
-        if isinstance(obj, (set, frozenset)):
-            return self._record(obj, items=self._sequence(obj, list(islice(obj, self.max_items)), len(obj), depth))
-        if isinstance(obj, (bytes, bytearray, memoryview)):
-            return self._bytes(obj)
-        if isinstance(obj, complex):
-            return self._record(obj, real=self._float(obj.real), imag=self._float(obj.imag))
+        if issubclass(cls, int):
+            return self._int(int.__int__(obj))
+        if issubclass(cls, float):
+            return self._float(float.__float__(obj))
+        if issubclass(cls, dict):
+            return self._mapping(obj, obj, depth)
+        for base in (list, tuple, set, frozenset):
+            if issubclass(cls, base):
+                items = self._sequence(obj, base.__iter__(obj), base.__len__(obj), depth)
+                return items if base is list or base is tuple else self._record(obj, items=items)
+        if issubclass(cls, (bytes, bytearray, memoryview)):
+            return self._bytes(obj, cls)
+        if issubclass(cls, complex):
+            real, imag = complex.__dict__["real"].__get__(obj), complex.__dict__["imag"].__get__(obj)
+            return self._record(obj, real=self._float(real), imag=self._float(imag))
+        name = type_name(obj)
         if name in _ISO_TYPES:
-            return self._record(obj, value=self._string(obj.isoformat()))
+            return self._record(obj, value=self._guarded_text(class_attribute(cls, "isoformat"), obj))
         if name in _STRING_VALUE_TYPES:
-            ok, text = call_guarded(str, obj)
-            return self._record(obj, value=self._string(text) if ok else {"$error": text})
-        if isinstance(obj, BaseException):
+            return self._record(obj, value=self._guarded_text(str, obj))
+        if issubclass(cls, BaseException):
             return self._exception(obj, depth)
-        if isinstance(obj, type):
-            return {"$type": "type", "name": self._string(f"{obj.__module__}.{obj.__qualname__}")}
+        if issubclass(cls, type):
+            return {"$type": "type", "name": self._string(class_name(obj, builtins=True))}
         fields = class_attribute(cls, "__dataclass_fields__")
-        if isinstance(fields, dict):
-            return self._record(obj, fields=self._attributes(obj, list(fields), depth))
+        if type(fields) is dict:
+            return self._record(obj, fields=self._attributes(obj, [f for f in fields if type(f) is str], depth))
         collections = sys.modules.get("collections")
-        if collections is not None and isinstance(obj, collections.deque):
-            return self._record(obj, items=self._sequence(obj, list(islice(obj, self.max_items)), len(obj), depth))
+        if collections is not None and issubclass(cls, collections.deque):
+            deque = collections.deque
+            return self._record(obj, items=self._sequence(obj, deque.__iter__(obj), deque.__len__(obj), depth))
         return self._object(obj, cls, depth)
 
-    def _enum(self, obj: Any, depth: int) -> dict[str, Any]:
-        record = self._record(obj, name=self._string(str(obj.__dict__.get("_name_"))))
-        self._path.append("value")
-        record["value"] = self._walk(obj.__dict__.get("_value_"), depth + 1)
-        self._path.pop()
+    def _enum(self, obj: Any, cls: type, depth: int) -> dict[str, Any]:
+        attributes = _instance_dict(obj, cls) or {}
+        record = self._record(obj)
+        for field, attribute in (("name", "_name_"), ("value", "_value_")):
+            self._path.append(field)
+            record[field] = self._walk(dict.get(attributes, attribute), depth + 1)
+            self._path.pop()
         return record
 
-    def _bytes(self, obj: bytes | bytearray | memoryview) -> dict[str, Any]:
-        data = bytes(obj[: self.max_string]) if not isinstance(obj, memoryview) else obj.tobytes()[: self.max_string]
-        length = obj.nbytes if isinstance(obj, memoryview) else len(obj)
+    def _bytes(self, obj: Any, cls: type) -> dict[str, Any]:
+        if issubclass(cls, memoryview):
+            length = obj.nbytes
+            data = obj.tobytes()[: self.max_string]
+        else:
+            base = bytes if issubclass(cls, bytes) else bytearray
+            length = base.__len__(obj)
+            data = bytes(base.__getitem__(obj, slice(0, self.max_string)))
         text = data.decode("utf-8", "backslashreplace")
         record = self._record(obj, length=length, text=text)
         self._spend(len(text))
@@ -364,10 +590,9 @@ class Serializer:
         return record
 
     def _exception(self, exc: BaseException, depth: int) -> dict[str, Any]:
-        ok, message = call_guarded(str, exc)
-        record = self._record(exc, message=self._string(message) if ok else {"$error": message})
+        record = self._record(exc, message=self._guarded_text(str, exc))
         self._path.append("args")
-        record["args"] = self._walk(exc.args, depth + 1)
+        record["args"] = self._walk(_EXCEPTION_ARGS(exc), depth + 1)
         self._path.pop()
         return record
 
@@ -385,37 +610,51 @@ class Serializer:
     def _object(self, obj: Any, cls: type, depth: int) -> dict[str, Any]:
         record = self._record(obj)
         if class_attribute(cls, "__repr__") is not object.__repr__:
-            record["repr"] = self._repr(obj)
+            record["repr"] = self._guarded_text(repr, obj)
         else:
             record["id"] = hex(id(obj))
-        try:
-            attributes = object.__getattribute__(obj, "__dict__")
-        except Exception:
-            attributes = None
-        if isinstance(attributes, dict) and attributes and not isinstance(obj, type(sys)):
+        attributes = _instance_dict(obj, cls)
+        if attributes and not issubclass(cls, types.ModuleType):
             self._path.append("attrs")
-            record["attrs"] = self._mapping(
-                attributes, list(islice(dict.items(attributes), self.max_items)), len(attributes), depth
-            )
+            record["attrs"] = self._mapping(attributes, attributes, depth)
             self._path.pop()
-        slots = self._slot_values(obj, cls)
+        slots = _slot_values(obj, cls)
         if slots:
             self._path.append("slots")
-            record["slots"] = self._mapping(obj, slots[: self.max_items], len(slots), depth)
+            record["slots"] = self._mapping(obj, slots, depth)
             self._path.pop()
         return record
 
-    @staticmethod
-    def _slot_values(obj: Any, cls: type) -> list[tuple[str, Any]]:
-        found = []
-        for klass in type.__dict__["__mro__"].__get__(cls):
-            names = klass.__dict__.get("__slots__", ())
-            for name in (names,) if isinstance(names, str) else names:
-                descriptor = klass.__dict__.get(name)
-                if name in ("__dict__", "__weakref__") or type(descriptor).__name__ != "member_descriptor":
-                    continue
-                try:
-                    found.append((name, descriptor.__get__(obj, klass)))
-                except Exception:
-                    continue
-        return found
+
+def _instance_dict(obj: Any, cls: type) -> dict[str, Any] | None:
+    """``obj.__dict__`` when the class keeps it the usual way, read without running code."""
+    descriptor = class_attribute(cls, "__dict__")
+    if type(descriptor) is not types.GetSetDescriptorType:
+        return None
+    try:
+        found = descriptor.__get__(obj, cls)
+    except Exception:
+        return None
+    return found if issubclass(type(found), dict) else None
+
+
+def _slot_values(obj: Any, cls: type) -> dict[str, Any]:
+    """The ``__slots__`` attributes that are set on ``obj``, read without running code."""
+    found = {}
+    for klass in _MRO(cls):
+        names = _CLASS_DICT(klass).get("__slots__", ())
+        if type(names) is str:
+            names = (names,)
+        elif type(names) not in (tuple, list, dict):
+            continue
+        for name in names:
+            if type(name) is not str or name in ("__dict__", "__weakref__"):
+                continue
+            descriptor = _CLASS_DICT(klass).get(name)
+            if type(descriptor) is not types.MemberDescriptorType:
+                continue
+            try:
+                found[name] = descriptor.__get__(obj, klass)
+            except Exception:
+                continue
+    return found

@@ -212,4 +212,5 @@ def _is_group(exc: BaseException) -> bool:
 
 
 def _is_definition(value: Any) -> bool:
-    return isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType))
+    # type(), not isinstance: isinstance asks the object for its __class__, which may run its code
+    return issubclass(type(value), (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import stat
 
@@ -26,6 +27,11 @@ ORIGINAL_HEAD = [
 ORIGINAL_TAIL = ["panic.error", "panic.time", "panic.time-ms", "panic.memusage"]
 STAMP = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC\]"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def limit_address_space() -> None:
+    """At most 4 GiB of address space: a runaway serializer fails instead of taking the machine."""
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
 
 def crash(processes, workspace_for, interpreter: Interpreter, mode: str, env=None):
@@ -90,12 +96,8 @@ class TestPanics:
         space, result = crash(processes, workspace_for, interpreter, "thread")
         assert result.returncode == 1
         name, data = only_dump(space)
-        check_panic_log(
-            result.stderr,
-            "panic due to uncaught exception in thread 'worker-1'",
-            "TypeError",
-            f"{space.work_inside}/{name}",
-        )
+        check_panic_log(result.stderr, "panic due to uncaught exception", "TypeError", f"{space.work_inside}/{name}")
+        assert data["panic.reason"] == "panic due to uncaught exception in thread 'worker-1'"
         current = [t for t in data["panic.threads"] if t["current"]]
         assert current[0]["name"] == "worker-1" and not current[0]["main"]
         main = next(t for t in data["panic.threads"] if t["main"])
@@ -113,9 +115,20 @@ class TestPanics:
     def test_uncaught_exception_in_asyncio(self, processes, workspace_for, interpreter, mode, exception):
         space, result = crash(processes, workspace_for, interpreter, mode)
         assert result.returncode == 1, result.stderr
-        _, data = only_dump(space)
+        name, data = only_dump(space)
+        check_panic_log(result.stderr, "panic due to uncaught exception", exception, f"{space.work_inside}/{name}")
         assert data["panic.reason"].startswith("panic due to uncaught exception in asyncio")
         assert data["panic.exception"]["type"] == exception
+
+    def test_task_failed_and_kept_until_exit_is_left_to_asyncio(self, processes, workspace_for, interpreter):
+        """A failed task still referenced when the program ends is only found while the
+        interpreter shuts down, too late to dump (CPython itself logs it and exits 0): the
+        hook then stands aside instead of failing in a half torn-down interpreter."""
+        space, result = crash(processes, workspace_for, interpreter, "asyncio-kept")
+        assert result.stdout.splitlines()[-1] == "finished"
+        assert "Exception in default exception handler" not in result.stderr, result.stderr
+        assert not re.search(STAMP, result.stderr), "no panic, no dump"
+        assert space.dumps() == []
 
     def test_explicit_panic(self, processes, workspace_for, interpreter):
         space, result = crash(processes, workspace_for, interpreter, "explicit")
@@ -160,6 +173,22 @@ class TestPanics:
         _, data = only_dump(space)
         assert data["panic.exception"]["type"] == "KeyboardInterrupt"
 
+    def test_keyboard_interrupt_in_a_thread_does_not_panic(self, processes, workspace_for, interpreter):
+        """A thread that ends with KeyboardInterrupt is reported as threading reports it,
+        and the program goes on, unless panic_on_keyboard_interrupt is set."""
+        space, result = crash(processes, workspace_for, interpreter, "thread-keyboard")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == "survived"
+        assert "KeyboardInterrupt" in result.stderr
+        assert space.dumps() == []
+
+    def test_keyboard_interrupt_in_a_thread_panics_when_asked(self, processes, workspace_for, interpreter):
+        space, result = crash(processes, workspace_for, interpreter, "thread-keyboard-panic")
+        assert result.returncode == 1
+        _, data = only_dump(space)
+        assert data["panic.exception"]["type"] == "KeyboardInterrupt"
+        assert data["panic.reason"] == "panic due to uncaught exception in thread 'interrupted'"
+
     def test_concurrent_panics_give_one_dump(self, processes, workspace_for, interpreter):
         space, result = crash(processes, workspace_for, interpreter, "concurrent")
         assert result.returncode == 1
@@ -180,6 +209,37 @@ class TestPanics:
         assert a_set == {"$type": "set", "items": [1, 2]}
         assert data["cycle"] == {"name": "cycle", "self": {"$cycle": "dict"}}
         assert result.stderr.count("CRIT   PANIC:") == 1
+
+    def test_hostile_containers_and_classes_are_read_without_their_code(self, processes, workspace_for, interpreter):
+        """A dict subclass whose items() raises or never returns and objects whose
+        __class__ raises or never returns: the serializer runs none of that code, and the
+        dump is written with every key (the run's timeout is the hang guard)."""
+        space, result = crash(processes, workspace_for, interpreter, "hostile-containers")
+        assert result.returncode == 1, result.stderr
+        assert "error during panic" not in result.stderr
+        _, data = only_dump(space)
+        assert data["items-raise"] == {"a": 1}
+        assert data["items-endless"] == {"b": 2}
+        assert data["class-endless"]["$type"] == "__main__.EndlessClass"
+        assert data["class-raise"]["$type"] == "__main__.RaisingClass"
+        assert data["plain"] == "still written"
+        frame = next(f for f in data["panic.exception"]["frames"] if f["function"] == "main")
+        endless, items = frame["locals"]["local_hostile"]
+        assert endless["$type"] == "__main__.EndlessClass" and items == {"c": 3}
+
+    def test_shared_parts_are_bounded(self, processes, workspace_for, interpreter):
+        """A list of 40 levels of shared halves (2**40 leaves written out) is written up to
+        the size budget within the time budget; the keys after it are written too (the
+        run's timeout is the hang guard, the address-space limit a guard for the machine)."""
+        space = workspace_for(interpreter)
+        command = space.command("crash.py", "shared", env={"PYPANIC_MAX_SECONDS": "2", "PYPANIC_MAX_BYTES": "3000000"})
+        result = processes.run(command, timeout=60, preexec_fn=limit_address_space)
+        assert result.returncode == 1, result.stderr
+        _, data = only_dump(space)
+        assert data["after"] == "still written"
+        assert "$cut" in json.dumps(data["shared"])
+        assert any(cut["path"].startswith("shared") for cut in data["dbg.cuts"]["first"])
+        check_original_keys(data, data["init.process.pid"], ["mode", "shared", "after"])
 
     def test_fork_child_dumps_its_own_pid(self, processes, workspace_for, interpreter):
         space, result = crash(processes, workspace_for, interpreter, "fork")
@@ -247,6 +307,29 @@ def test_bad_environment_values_are_reported_not_fatal(processes, workspace_for)
     assert result.returncode == 1
     _, data = only_dump(space)
     assert data["dbg.warnings"] == ["ignored PYPANIC_MAX_BYTES='lots': invalid literal for int() with base 10: 'lots'"]
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "blob", "reason"),
+    [(1_950_000, 1_948_500, "string"), (200_000, 199_000, "size")],
+    ids=["max_string", "max_bytes"],
+)
+def test_a_big_registered_value_never_crowds_out_the_fixed_keys(processes, workspace_for, max_bytes, blob, reason):
+    """node-panic's keys and pypanic's own are written whole; the registered string gets
+    what is left of the budget and max_string, with a marker and a dbg.cuts entry."""
+    env = {"PYPANIC_MAX_BYTES": str(max_bytes), "PYPANIC_TEST_BLOB": str(blob)}
+    space, result = crash(processes, workspace_for, ALL[0], "blob", env=env)
+    assert result.returncode == 1, result.stderr
+    _, data = only_dump(space)
+    check_original_keys(data, data["init.process.pid"], ["mode", "blob"])
+    fixed = {k: v for k, v in data.items() if k not in ("mode", "blob", "dbg.cuts")}
+    assert "$cut" not in json.dumps(fixed)
+    assert data["panic.error"].startswith("EXCEPTION: pypanic.Panic: a big string registered")
+    assert data["blob"].startswith("x" * 1000) and data["blob"].endswith(" characters cut]")
+    [cut] = data["dbg.cuts"]["first"]
+    assert (cut["path"], cut["reason"]) == ("blob", reason)
+    assert data["dbg.cuts"]["count"] == 1
+    assert space.dumps()[0].stat().st_size <= max_bytes
 
 
 def test_pid_of_dump_matches_process(processes, workspace_for):

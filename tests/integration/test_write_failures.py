@@ -31,6 +31,11 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+def writing_lines(stderr: str) -> list[str]:
+    """What follows ``writing core dump to`` in each such log line."""
+    return re.findall(r"CRIT   writing core dump to (.*)", stderr)
+
+
 def run(processes, workspace_for, env: dict[str, str], **kwargs):
     space = workspace_for(PYTHON)
     return space, processes.run(space.command("crash.py", "big", env=env), **kwargs)
@@ -48,11 +53,39 @@ def test_gone_directory_falls_back_to_pypanic_dir(processes, workspace_for, tmp_
     )
     assert result.returncode == 1
     [dump] = fallback.iterdir()
-    assert re.search(
-        rf"CRIT   writing core dump to {re.escape(str(dump))} \(could not write in {re.escape(str(gone))}: "
-        r"No such file or directory\)",
-        result.stderr,
-    ), result.stderr
+    assert writing_lines(result.stderr) == [f"{dump} (could not write in {gone}: No such file or directory)"], (
+        result.stderr
+    )
+
+
+def test_gone_working_directory_is_named_in_the_log(processes, workspace_for, tmp_path):
+    """A working directory that was removed is passed over, and the log line says so."""
+    fallback = tmp_path / "tmp"
+    fallback.mkdir()
+    space = workspace_for(PYTHON)
+    result = processes.run(space.command("crash.py", "gone-cwd", env={"TMPDIR": str(fallback)}))
+    assert result.returncode == 1, result.stderr
+    [dump] = fallback.iterdir()
+    assert writing_lines(result.stderr) == [
+        f"{dump} (could not write in the working directory: No such file or directory)"
+    ], result.stderr
+
+
+def test_missing_temporary_directory_falls_back_to_tmp(processes, workspace_for):
+    """TMPDIR names a directory that does not exist: the dump goes to /tmp, which the
+    temporary directory falls back to."""
+    space = workspace_for(PYTHON)
+    gone = space.host / "gone"
+    env = {"TMPDIR": str(space.host / "no-such-tmp"), "PYPANIC_TEST_DIRECTORY": str(gone)}
+    result = processes.run(space.command("crash.py", "big", env=env))
+    [line] = writing_lines(result.stderr)
+    dump = Path(line.split(" ")[0])
+    try:
+        assert result.returncode == 1
+        assert dump.parent == Path("/tmp") and dump.is_file()
+        assert line == f"{dump} (could not write in {gone}: No such file or directory)"
+    finally:
+        dump.unlink(missing_ok=True)
 
 
 def test_full_disk_falls_back_and_says_so(processes, workspace_for, small_tmpfs, tmp_path):
@@ -65,22 +98,25 @@ def test_full_disk_falls_back_and_says_so(processes, workspace_for, small_tmpfs,
         {"PYPANIC_DIR": str(small_tmpfs), "TMPDIR": str(tmp), "PYPANIC_TEST_DIRECTORY": str(small_tmpfs)},
     )
     assert result.returncode == 1
-    assert "No space left on device" in result.stderr
-    assert len(list(tmp.iterdir())) == 1
+    [dump] = tmp.iterdir()
+    assert writing_lines(result.stderr) == [f"{dump} (could not write in {small_tmpfs}: No space left on device)"]
     assert list(small_tmpfs.iterdir()) == [], "no partial file is left on the full disk"
 
 
-def test_full_disk_everywhere_still_exits_with_the_panic_status(processes, workspace_for, small_tmpfs):
-    """Nowhere to write: 'error during panic' names every failure, and the exit status stays."""
-    _, result = run(
-        processes,
-        workspace_for,
-        {"PYPANIC_DIR": str(small_tmpfs), "TMPDIR": str(small_tmpfs), "PYPANIC_TEST_DIRECTORY": str(small_tmpfs)},
-    )
-    assert result.returncode == 1
-    assert re.search(r"CRIT   error during panic: .*No space left on device", result.stderr), result.stderr
-    assert "finished writing core dump" not in result.stderr
-    assert list(small_tmpfs.iterdir()) == []
+def test_full_temporary_directory_falls_back_to_tmp(processes, workspace_for, small_tmpfs):
+    """The asked directory, $PYPANIC_DIR and $TMPDIR all on a full disk: /tmp, the last
+    resort, takes the dump, and the one log line names the failure."""
+    env = {"PYPANIC_DIR": str(small_tmpfs), "TMPDIR": str(small_tmpfs), "PYPANIC_TEST_DIRECTORY": str(small_tmpfs)}
+    _, result = run(processes, workspace_for, env)
+    [line] = writing_lines(result.stderr)
+    dump = Path(line.split(" ")[0])
+    try:
+        assert result.returncode == 1
+        assert dump.parent == Path("/tmp") and dump.is_file()
+        assert line == f"{dump} (could not write in {small_tmpfs}: No space left on device)"
+        assert list(small_tmpfs.iterdir()) == []
+    finally:
+        dump.unlink(missing_ok=True)
 
 
 def test_a_stderr_nobody_reads_does_not_block_dumps(processes, workspace_for):
@@ -92,12 +128,18 @@ def test_a_stderr_nobody_reads_does_not_block_dumps(processes, workspace_for):
 
 
 def test_file_size_limit_is_a_failure_not_a_crash(processes, workspace_for):
-    """RLIMIT_FSIZE below the dump's size: write fails with EFBIG, the process exits 1."""
+    """RLIMIT_FSIZE below the dump's size: every directory fails with EFBIG, one 'error
+    during panic' line names each failure, and the process still exits with status 1."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
 
     space, result = run(processes, workspace_for, {"TMPDIR": "/nonexistent"}, preexec_fn=limit)
     assert result.returncode == 1
-    assert "File too large" in result.stderr
+    errors = re.findall(r"CRIT   error during panic: (.*)", result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert f"could not write in {space.work}: File too large" in errors[0]
+    assert "could not write in /tmp: File too large" in errors[0]
+    assert writing_lines(result.stderr) == [], "only a directory that took the dump gets a line"
+    assert "finished writing core dump" not in result.stderr
     assert space.dumps() == []

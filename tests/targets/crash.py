@@ -31,6 +31,42 @@ class Panicky:
         pypanic.panic("nested panic from __repr__")
 
 
+class RaisingItems(dict):
+    """A dict whose own ways of being read all raise."""
+
+    def items(self):
+        raise RuntimeError("hostile items()")
+
+    keys = values = __iter__ = __len__ = items
+
+
+class EndlessItems(dict):
+    """A dict whose own ways of being read never return."""
+
+    def items(self):
+        while True:
+            pass
+
+    keys = values = __iter__ = __len__ = items
+
+
+class EndlessClass:
+    """Asking for its class (what isinstance does) never returns."""
+
+    @property  # type: ignore[misc]
+    def __class__(self):
+        while True:
+            pass
+
+
+class RaisingClass:
+    """Asking for its class (what isinstance does) raises."""
+
+    @property  # type: ignore[misc]
+    def __class__(self):
+        raise RuntimeError("hostile __class__")
+
+
 def func1(arg1):
     panicDbg.set("func1.arg", arg1)  # type: ignore[name-defined]  # noqa: F821 - pypanic's builtin
     func2(arg1 + 10)
@@ -43,6 +79,19 @@ def func2(arg2):
 
 async def failing_task():
     raise LookupError("task failed and nobody awaited it")
+
+
+KEPT: list[object] = []
+"""Tasks referenced until the program ends."""
+
+
+def shared_halves(levels):
+    """A list of two references to one list of two references ..., ``levels`` deep: small
+    in memory, 2**levels leaves when written out as a tree."""
+    value: list[object] = [1]
+    for _ in range(levels):
+        value = [value, value]
+    return value
 
 
 def main(mode):
@@ -116,6 +165,45 @@ def main(mode):
         cycle["self"] = cycle
         panicDbg.set("cycle", cycle)  # type: ignore[name-defined]  # noqa: F821
         pypanic.panic("hostile objects registered")
+    elif mode == "hostile-containers":
+        pypanic.panicDbg.set("items-raise", RaisingItems(a=1))
+        pypanic.panicDbg.set("items-endless", EndlessItems(b=2))
+        pypanic.panicDbg.set("class-endless", EndlessClass())
+        pypanic.panicDbg.set("class-raise", RaisingClass())
+        pypanic.panicDbg.set("plain", "still written")
+        local_hostile = [EndlessClass(), EndlessItems(c=3)]  # noqa: F841 - read from the frame's locals
+        pypanic.panic("hostile containers registered")
+    elif mode == "shared":
+        pypanic.panicDbg.set("shared", shared_halves(40))
+        pypanic.panicDbg.set("after", "still written")
+        pypanic.panic("a structure of shared parts registered")
+    elif mode == "blob":
+        pypanic.panicDbg.set("blob", "x" * int(os.environ["PYPANIC_TEST_BLOB"]))
+        pypanic.panic("a big string registered")
+    elif mode in ("thread-keyboard", "thread-keyboard-panic"):
+        if mode == "thread-keyboard-panic":
+            pypanic.configure(panic_on_keyboard_interrupt=True)
+
+        def interrupted():
+            raise KeyboardInterrupt
+
+        worker = threading.Thread(target=interrupted, name="interrupted")
+        worker.start()
+        worker.join()
+        print("survived", flush=True)
+    elif mode == "gone-cwd":
+        os.mkdir("vanishing")
+        os.chdir("vanishing")
+        os.rmdir("../vanishing")
+        pypanic.panic("the working directory is gone")
+    elif mode == "asyncio-kept":
+
+        async def run():
+            KEPT.append(asyncio.ensure_future(failing_task()))
+            await asyncio.sleep(0.1)
+
+        asyncio.run(run())
+        print("finished", flush=True)
     elif mode == "fork":
         pid = os.fork()
         if pid == 0:
