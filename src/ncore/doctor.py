@@ -234,7 +234,7 @@ def _dump_directory(target: Target, requested: str | None) -> list[Finding]:
         fix = "give a writable directory with --output-dir, or set PYPANIC_DIR in the service"
         if requested:
             return [Finding("dump directory", False, f"a dump would be refused: {why}", fix)]
-        fallback = "pypanic falls back to $PYPANIC_DIR, then the temporary directory"
+        fallback = "pypanic falls back to $PYPANIC_DIR, the temporary directory, then /tmp"
         return [Finding("dump directory", None, f"{why}: {fallback}", fix)]
     findings = [Finding("dump directory", True, f"{where} is writable by uid {target.uid}")]
     try:
