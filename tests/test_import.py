@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pypanic
 from ncore.target import PYPANIC_MARK
-from pypanic._beacon import MAPS_PATH
+from pypanic._beacon import NAME
 
 from .interpreters import run_with_pypanic
 
@@ -59,4 +59,4 @@ def test_the_mark_is_mapped_once_whatever_the_copies():
 
 def test_ncore_looks_for_the_mark_pypanic_makes():
     """ncore's name for the mark is the one pypanic maps."""
-    assert PYPANIC_MARK == MAPS_PATH
+    assert f"/memfd:{NAME} (deleted)" == PYPANIC_MARK

@@ -248,7 +248,7 @@ def test_format_values_prints_like_the_json_tool(auto_dump):
     """Strings bare, numbers and null as JSON text, objects indented by 2, one after another."""
     dump = dumpfile.load(str(auto_dump))
     keys = ["func1.arg", "panic.reason", "panic.threads.0.daemon", "panic.gc.frozen", "panic.memusage"]
-    text = show.format_values([dumpfile.lookup(dump, key) for key in keys], as_json=False)
+    text = dumpfile.format_values([dumpfile.lookup(dump, key) for key in keys], as_json=False)
     head, memory = text.split("{", 1)
     assert head == "10\npanic due to uncaught exception\nfalse\n0\n"
     assert memory.startswith('\n  "rss": ') and memory.endswith("\n}\n")
@@ -257,9 +257,9 @@ def test_format_values_prints_like_the_json_tool(auto_dump):
 
 def test_format_values_as_json_quotes_strings():
     """With --json every value is JSON: strings quoted, lists indented, unicode kept."""
-    text = show.format_values(["naïve\nline", None, [1, {"a": True}]], as_json=True)
+    text = dumpfile.format_values(["naïve\nline", None, [1, {"a": True}]], as_json=True)
     assert text == '"naïve\\nline"\nnull\n[\n  1,\n  {\n    "a": true\n  }\n]\n'
-    assert show.format_values([], as_json=True) == ""
+    assert dumpfile.format_values([], as_json=True) == ""
 
 
 def test_format_values_refuses_a_value_nested_too_deeply():
@@ -268,7 +268,7 @@ def test_format_values_refuses_a_value_nested_too_deeply():
     for _ in range(1000):
         value = [value]
     with pytest.raises(NotADump, match="nested too deeply"):
-        show.format_values([value], as_json=False)
+        dumpfile.format_values([value], as_json=False)
 
 
 # The terminal view

@@ -4,10 +4,11 @@ Each target gets its own session, run in parallel in a thread of its own (``--jo
 a time): a method that traces a process does all its tracing from one thread, so the
 sessions do not meet. On a terminal a live display shows where each target is; then, and
 always without a terminal, one line per target as it finishes (``--json``: one JSON
-record per line, the record a single dump prints).
+record per line, the record a single dump prints; ``-v``: how each was taken).
 
 The exit code is 0 when every target was dumped, else the code of the first target, in
-the order given, that was not.
+the order given, that was not; 130 when Ctrl-C stopped the dumps not yet started (those
+under way always finish: a target is never left half-way).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from . import report
 from .errors import NcoreError
 from .session import Request, Result, take_dump
+from .show import printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 _STEPS = {"inspected": "getting in", "injected": "waiting for the dump", "answered": "finishing"}
 
 
-class Outcome:
+class Finished:
     """How one target's dump went: its Result or the error that stopped it."""
 
     def __init__(self, request: Request, result: Result | None, error: NcoreError | None) -> None:
@@ -53,32 +56,36 @@ class Outcome:
 
     def line(self) -> str:
         if self.result is not None:
-            return f"{self.request.pid}: {self.result.path}"
+            return printable(f"{self.request.pid}: {self.result.path}")
         assert self.error is not None
         hint = f" (fix: {self.error.hint})" if self.error.hint else ""
-        return f"{self.request.pid}: failed: {self.error.message}{hint}"
+        return printable(f"{self.request.pid}: failed: {self.error.message}{hint}")
 
 
-def dump_all(requests: list[Request], jobs: int, as_json: bool, console: Console | None) -> int:
+def dump_all(requests: list[Request], jobs: int, as_json: bool, console: Console | None, verbose: bool = False) -> int:
     """Dump every target, ``jobs`` at a time; report each; the exit code.
 
     ``console`` is a terminal to show live progress on, or None for none.
     """
     lock = threading.Lock()
 
-    def report(outcome: Outcome) -> None:
+    def tell(finished: Finished) -> None:
         with lock:
             if as_json:
-                sys.stdout.write(json.dumps(outcome.record()) + "\n")
+                sys.stdout.write(json.dumps(finished.record()) + "\n")
                 sys.stdout.flush()
             elif console is not None:
-                console.print(outcome.line(), style=None if outcome.error is None else "red", highlight=False)
+                from rich.text import Text
+
+                console.print(Text(finished.line(), style="" if finished.error is None else "red"))
             else:
-                sys.stdout.write(outcome.line() + "\n")
+                sys.stdout.write(finished.line() + "\n")
                 sys.stdout.flush()
+            if verbose and finished.result is not None and not as_json:
+                report.details(finished.result)
 
     if console is None or as_json:
-        outcomes = _run_all(requests, jobs, report, lambda request, step: None)
+        outcomes = _run_all(requests, jobs, tell, lambda request, step: None)
     else:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -86,7 +93,7 @@ def dump_all(requests: list[Request], jobs: int, as_json: bool, console: Console
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
         ) as progress:
             tasks = {r.pid: progress.add_task(f"{r.pid}: waiting for a turn", total=None) for r in requests}
-            outcomes = _run_all(requests, jobs, report, _show_step(progress, tasks))
+            outcomes = _run_all(requests, jobs, tell, _show_step(progress, tasks))
     return next((o.exit_code for o in outcomes if o.exit_code), 0)
 
 
@@ -99,18 +106,29 @@ def _show_step(progress: Progress, tasks: dict[int, TaskID]) -> _Step:
     return step
 
 
-def _run_all(requests: list[Request], jobs: int, report: Callable[[Outcome], None], step: _Step) -> list[Outcome]:
-    def one(request: Request) -> Outcome:
+def _run_all(requests: list[Request], jobs: int, tell: Callable[[Finished], None], step: _Step) -> list[Finished]:
+    def one(request: Request) -> Finished:
         step(request, "attaching")
         try:
-            outcome = Outcome(request, take_dump(request, lambda name: step(request, name)), None)
+            finished = Finished(request, take_dump(request, lambda name: step(request, name)), None)
         except NcoreError as e:
-            outcome = Outcome(request, None, e)
+            finished = Finished(request, None, e)
         except Exception as e:  # one target's surprise must not cost the others their report
-            outcome = Outcome(request, None, NcoreError(f"unexpected failure: {e!r}", "report this as a bug of ncore"))
-        step(request, "failed" if outcome.error else "done")
-        report(outcome)
-        return outcome
+            finished = Finished(
+                request, None, NcoreError(f"unexpected failure: {e!r}", "report this as a bug of ncore")
+            )
+        step(request, "failed" if finished.error else "done")
+        tell(finished)
+        return finished
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="ncore-dump") as pool:
-        return list(pool.map(one, requests))
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="ncore-dump")
+    futures = [pool.submit(one, request) for request in requests]
+    try:
+        return [future.result() for future in futures]
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)
+        left = sum(future.cancelled() for future in futures)
+        sys.stderr.write(f"ncore: interrupted; {left} dumps not started, those under way finished\n")
+        sys.exit(130)
+    finally:
+        pool.shutdown(wait=True)

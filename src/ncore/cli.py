@@ -124,13 +124,16 @@ def dump_command(pids: tuple[int, ...], pattern: str | None, jobs: int, **values
     except BadUsage as e:
         raise click.UsageError(e.message) from None
     except NcoreError as e:
+        if as_json:
+            click.echo(json.dumps(e.record(0)))
+            sys.exit(e.exit_code)
         sys.exit(report.failure(e))
     if pattern is None and len(wanted) == 1:
         sys.exit(report.dump(wanted[0], as_json, verbose))
     from . import batch, show
 
     console = show.make_console()
-    sys.exit(batch.dump_all(wanted, jobs, as_json, console if console.is_terminal else None))
+    sys.exit(batch.dump_all(wanted, jobs, as_json, console if console.is_terminal else None, verbose))
 
 
 def _targets(pids: tuple[int, ...], inject_pid: int | None, pattern: str | None) -> list[int]:
@@ -174,7 +177,7 @@ def show_command(file: str, keys: tuple[str, ...], as_json: bool, pager: bool) -
         dump = dumpfile.load(file)
         if keys or as_json:
             values: list[object] = [dumpfile.lookup(dump, key) for key in keys] if keys else [dump]
-            click.echo(show.format_values(values, as_json), nl=False)
+            click.echo(dumpfile.format_values(values, as_json), nl=False)
             return
         console = show.make_console()
         if pager:
@@ -203,13 +206,15 @@ def ps_command(as_json: bool) -> None:
       1369   app   3.12    0.1.0    running          python service.py
       1402   app   3.11    no       blocked in poll  gunicorn: worker [app]
     """
-    from . import ps, show
+    from . import ps
 
     rows = ps.python_processes()
     if as_json:
-        click.echo(show.format_values([[row.record() for row in rows]], as_json=True), nl=False)
+        click.echo(json.dumps([row.record() for row in rows], indent=2))
     else:
-        ps.render(rows, show.make_console())
+        from .show import make_console
+
+        ps.render(rows, make_console())
 
 
 @cli.command("doctor", short_help="Say what would stop a dump, and how to fix it.")
@@ -223,7 +228,13 @@ def ps_command(as_json: bool) -> None:
     is_flag=True,
     help="Also ask the process itself, through the method a dump would use (it runs a few lines, takes no dump).",
 )
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="For --probe.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="How long asking gdb its version, and --probe, may take.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object: works, and every finding.")
 def doctor_command(
     pid: int | None,
@@ -256,7 +267,7 @@ def doctor_command(
     works = doctor.dump_would_work(findings)
     if as_json:
         record = {"works": works, "pid": pid, "findings": [f.record() for f in findings]}
-        click.echo(show.format_values([record], as_json=True), nl=False)
+        click.echo(json.dumps(record, indent=2))
     else:
         doctor.render(findings, show.make_console())
     sys.exit(0 if works else MethodUnavailable.exit_code)

@@ -61,7 +61,7 @@ def examine(pid: int | None, request: Request, probe: bool = False) -> list[Find
     findings.append(_main_thread(target))
     findings.append(_pypanic(target))
     findings += _dump_directory(target, request.output_dir)
-    if probe and all(f.ok is not False for f in findings):
+    if probe and dump_would_work(findings):
         findings += _probe(request)
     return findings
 
@@ -99,7 +99,7 @@ def _rights() -> list[Finding]:
         findings.append(
             Finding(
                 "container",
-                None if capable else False,
+                None,
                 f"ncore runs in a container ({container})",
                 ""
                 if capable

@@ -1,4 +1,5 @@
-"""Reading a dump file (pypanic's or node-panic's) and looking values up in it.
+"""Reading a dump file (pypanic's or node-panic's), looking values up in it, and
+printing values as the ``json`` tool does.
 
 Every way a file can fail to be a dump becomes ``NotADump`` with what is wrong and how to
 fix it; a key that is not there becomes ``NoSuchKey`` with the keys that come close.
@@ -183,3 +184,21 @@ def _suggest(wanted: str, keys: list[str], prefix: str, what: str, shown: int = 
         return f"{prefix.rstrip('.')} is empty"
     more = f", and {len(keys) - shown} more" if len(keys) > shown else ""
     return f"{what}: " + ", ".join(prefix + key for key in keys[:shown]) + more
+
+
+def format_values(values: list[object], as_json: bool) -> str:
+    """``values`` as ``json KEY ...`` prints them: one after another, strings bare (quoted
+    with ``as_json``), everything else as JSON indented by 2; ends with a newline."""
+    return "".join(f"{_as_text(value, as_json)}\n" for value in values)
+
+
+def _as_text(value: object, as_json: bool) -> str:
+    if isinstance(value, str) and not as_json:
+        return value
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except RecursionError:
+        raise NotADump(
+            "a value asked for is nested too deeply to print (about a thousand levels)",
+            "pypanic never nests values this deep: is this one of its dumps?",
+        ) from None

@@ -144,7 +144,7 @@ def request(values: dict[str, object]) -> Request:
     if not isinstance(target, int):
         raise BadUsage("which process? give its PID, e.g. `ncore 1369`")
     if target <= 0:
-        raise BadUsage(f"{target} cannot be a process's pid: pids are 1 and up")
+        raise BadUsage(f"{target} is not a process id")
     return Request(
         target,
         keep_running=bool(values["keep_running"]),

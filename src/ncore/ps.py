@@ -17,12 +17,14 @@ import psutil
 from .elf import NotElf
 from .errors import BadUsage, NotPython
 from .target import (
-    has_pypanic_mark,
     mappings,
+    name_of,
     pypanic_mark,
     python_binary,
+    runtime_span,
     scheduler_state,
     thread_state,
+    tracer,
     version_of,
 )
 
@@ -92,51 +94,35 @@ def _examine(pid: int, user: str, name: str, argv: list[str]) -> PythonProcess |
     except (NotPython, NotElf, OSError):
         return None
     version = version_of(elf, inside)
-    runtime = elf.symbols.get("_PyRuntime")
-    start = bias + runtime.value if runtime is not None else 0
-    span = (start, start + (runtime.size if runtime is not None else 0))
     return PythonProcess(
         pid=pid,
         user=user,
         python="?" if version is None else f"{version[0]}.{version[1]}",
         pypanic=_pypanic_column(pid, maps),
-        main_thread=_main_thread(pid, span),
+        main_thread=_main_thread(pid, runtime_span(elf, bias)),
         name=name,
         command=" ".join(argv) or f"[{name}]",
     )
 
 
 def _pypanic_column(pid: int, maps: list[Mapping]) -> str:
-    if not has_pypanic_mark(maps):
+    mark = pypanic_mark(pid, maps)
+    if mark is None:
         return "no"
-    mark = pypanic_mark(pid, maps) or ""
     words = mark.split("\n", 1)[0].split()
     return words[1] if len(words) == 2 else "loaded"
 
 
 def _main_thread(pid: int, runtime: tuple[int, int]) -> str:
-    tracer = _tracer(pid)
-    if tracer:
-        return f"traced by {tracer}"
+    traced = tracer(pid)
+    if traced is not None:
+        tid, _, tracer_pid = traced
+        where = "" if tid == pid else f" (thread {tid})"
+        return f"traced by {tracer_pid} ({name_of(tracer_pid)}){where}"
     state = scheduler_state(pid, pid)
     if state in _STOPPED:
         return _STOPPED[state]
     return thread_state(pid, pid).describe(runtime)
-
-
-def _tracer(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            tracer = next((line.split()[1] for line in f if line.startswith("TracerPid:")), "0")
-    except OSError:
-        return ""
-    if tracer == "0":
-        return ""
-    try:
-        with open(f"/proc/{tracer}/comm") as f:
-            return f"{tracer} ({f.read().strip()})"
-    except OSError:
-        return tracer
 
 
 COLUMNS = (("pid", "PID"), ("user", "USER"), ("python", "PYTHON"), ("pypanic", "PYPANIC"),
@@ -144,23 +130,25 @@ COLUMNS = (("pid", "PID"), ("user", "USER"), ("python", "PYTHON"), ("pypanic", "
 
 
 def render(rows: list[PythonProcess], console: Console) -> None:
-    """The rows as a table on a terminal, one line per process; without a terminal, plain
-    columns with the command line whole, for grep and awk."""
+    """The rows as a table on a terminal, one line per process, the command line cut to
+    fit; without a terminal, plain columns with the command line whole, for grep and awk."""
     from .show import printable
 
     cells = [[printable(str(getattr(row, a))).replace("\n", "\\n") for a, _ in COLUMNS] for row in rows]
+    titles = [title for _, title in COLUMNS]
+    widths = [max(len(line[i]) for line in [titles, *cells]) for i in range(len(COLUMNS) - 1)]
     if not console.is_terminal:
-        titles = [title for _, title in COLUMNS]
-        widths = [max(len(line[i]) for line in [titles, *cells]) for i in range(len(COLUMNS) - 1)]
         for line in [titles, *cells]:
             console.out("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
         return
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for attribute, title in COLUMNS:
-        table.add_column(title, no_wrap=True, overflow="ellipsis" if attribute == "command" else "fold")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=True)
+    for title, width in zip(titles, widths):
+        table.add_column(title, no_wrap=True, width=width)
+    table.add_column(titles[-1], no_wrap=True, overflow="ellipsis", ratio=1)
     for row, line in zip(rows, cells):
-        table.add_row(*line, style="bold" if row.pypanic != "no" else None)
+        table.add_row(*map(Text, line), style="bold" if row.pypanic != "no" else None)
     console.print(table)

@@ -1,4 +1,4 @@
-"""Running a dump for the operator and telling how it went: the only place ncore prints.
+"""Running one dump for the operator and telling how it went (several: ncore.batch).
 
 The story goes to standard output as it happens (``attempting to attach to process 1369
 ... . . ok.``, a line when the dump could not go where it was asked to, then the dump's
@@ -39,7 +39,7 @@ def dump(request: Request, as_json: bool = False, verbose: bool = False) -> int:
         _say(f"process {request.pid} could not write in {result.fell_back_from}; its dump went to {where} instead\n")
     _say(f"{result.path}\n")
     if verbose:
-        _details(result)
+        details(result)
     return 0
 
 
@@ -55,7 +55,8 @@ def _print_json(record: dict[str, object]) -> None:
     _say(json.dumps(record) + "\n")
 
 
-def _details(result: Result) -> None:
+def details(result: Result) -> None:
+    """How the dump was taken, for ``-v``, on standard error."""
     stopped = "" if result.stopped_seconds is None else f", target stopped {result.stopped_seconds * 1000:.0f} ms"
     lines = [
         *(f"passed over {reason}" for reason in result.skipped),

@@ -416,7 +416,9 @@ def _result(
     deadline: float,
 ) -> Result:
     answer = handshake.answer or {}
-    if request.probe and not answer.get("error"):
+    if request.probe:
+        if answer.get("error"):
+            raise NcoreError(f"process {target.pid} could not answer the probe: {answer['error']}")
         result = Result(target, "", outcome, skipped, answer.get("pypanic", "?"), False, started)
         result.facts = answer
         return result
@@ -435,16 +437,20 @@ def _result(
 def _copy_out(target: Target, inside: str) -> str:
     """Copy a dump out of another mount namespace before the target's exit takes it away;
     into the working directory, under a name not yet taken."""
-    name = os.path.basename(inside)
-    destination = os.path.abspath(name)
-    n = 0
-    while os.path.lexists(destination):
-        n += 1
-        destination = os.path.abspath(f"{name}.{n}")
     import shutil  # here: a panic dump from another mount namespace is the only copy ncore makes
 
-    shutil.copyfile(target.host_path(inside), destination)
-    return destination
+    name = os.path.basename(inside)
+    n = 0
+    while True:
+        destination = os.path.abspath(name if n == 0 else f"{name}.{n}")
+        try:  # O_EXCL: never over another dump, even one another ncore wrote meanwhile
+            fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            n += 1
+            continue
+        with open(fd, "wb") as copy, open(target.host_path(inside), "rb") as dump:
+            shutil.copyfileobj(dump, copy)
+        return destination
 
 
 def _wait_for_exit(target: Target, until: float) -> bool:

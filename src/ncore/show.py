@@ -15,8 +15,6 @@ import shlex
 from rich.console import Console
 from rich.text import Text
 
-from .errors import NotADump
-
 _LABEL = 9
 """Width of the header's labels."""
 
@@ -34,24 +32,6 @@ _FORMAT_NAMESPACES = ("dbg.", "init.", "panic.")
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 """Control characters but tab and newline."""
-
-
-def format_values(values: list[object], as_json: bool) -> str:
-    """``values`` as ``json KEY ...`` prints them: one after another, strings bare (quoted
-    with ``as_json``), everything else as JSON indented by 2; ends with a newline."""
-    return "".join(f"{_as_text(value, as_json)}\n" for value in values)
-
-
-def _as_text(value: object, as_json: bool) -> str:
-    if isinstance(value, str) and not as_json:
-        return value
-    try:
-        return json.dumps(value, indent=2, ensure_ascii=False)
-    except RecursionError:
-        raise NotADump(
-            "a value asked for is nested too deeply to print (about a thousand levels)",
-            "pypanic never nests values this deep: is this one of its dumps?",
-        ) from None
 
 
 def make_console() -> Console:

@@ -134,10 +134,6 @@ class Target:
     def main_thread(self) -> ThreadState:
         return thread_state(self.pid, self.pid)
 
-    @property
-    def pypanic_loaded(self) -> bool:
-        return has_pypanic_mark(self.maps)
-
     def cannot_write(self, directory: str) -> str | None:
         """Why this process could not create a file in ``directory`` (a path as ncore sees
         it, inside the process's root), or None.
@@ -180,11 +176,6 @@ class Target:
         else:
             bits = info.st_mode
         return bits & need == need
-
-
-def has_pypanic_mark(maps: list[Mapping]) -> bool:
-    """Whether pypanic's mark is among the mappings: some copy of pypanic is loaded."""
-    return any(mapping.path == PYPANIC_MARK for mapping in maps)
 
 
 def pypanic_mark(pid: int, maps: list[Mapping]) -> str | None:
@@ -251,24 +242,33 @@ def _status_file(path: str) -> dict[str, str] | None:
         return None
 
 
-def already_traced(pid: int) -> AlreadyTraced | None:
-    """The refusal for a process one of whose threads another tracer holds, or None."""
+def tracer(pid: int) -> tuple[int, str, int] | None:
+    """The first thread of ``pid`` another process traces: (thread id, its name, the
+    tracer's pid); None when no thread is traced."""
     try:
         threads = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
     except OSError:
         return None
     for tid in threads:
         fields = _status_file(f"/proc/{pid}/task/{tid}/status") or {}  # {}: the thread has just ended
-        tracer = int(fields.get("TracerPid", "0"))
-        if tracer:
-            name = _name(tracer)
-            which = "process" if tid == str(pid) else f"thread {tid} ({fields.get('Name', '?')}) of process"
-            return AlreadyTraced(
-                f"{which} {pid} ({_name(pid)}) is already traced by process {tracer} ({name}): "
-                "another debugger is attached",
-                f"detach that debugger (or end process {tracer}) and run ncore again",
-            )
+        found = int(fields.get("TracerPid", "0"))
+        if found:
+            return int(tid), fields.get("Name", "?"), found
     return None
+
+
+def already_traced(pid: int) -> AlreadyTraced | None:
+    """The refusal for a process one of whose threads another tracer holds, or None."""
+    traced = tracer(pid)
+    if traced is None:
+        return None
+    tid, thread_name, tracer_pid = traced
+    which = "process" if tid == pid else f"thread {tid} ({thread_name}) of process"
+    return AlreadyTraced(
+        f"{which} {pid} ({name_of(pid)}) is already traced by process {tracer_pid} ({name_of(tracer_pid)}): "
+        "another debugger is attached",
+        f"detach that debugger (or end process {tracer_pid}) and run ncore again",
+    )
 
 
 def attach_refused(pid: int, uid: int, who: str) -> NcoreError:
@@ -279,7 +279,8 @@ def attach_refused(pid: int, uid: int, who: str) -> NcoreError:
     )
 
 
-def _name(pid: int) -> str:
+def name_of(pid: int) -> str:
+    """The process's name (its comm), ``?`` when it is gone."""
     try:
         return status(pid).get("Name", "?")
     except NoSuchProcess:
@@ -393,6 +394,14 @@ def _read_mapped(pid: int, path: str, mapped: Mapping | None) -> ElfFile | None:
     return None
 
 
+def runtime_span(elf: ElfFile, bias: int) -> tuple[int, int]:
+    """Where ``_PyRuntime`` lies in the process ((0, 0) if ``elf`` does not say)."""
+    runtime = elf.symbols.get("_PyRuntime")
+    if runtime is None:
+        return 0, 0
+    return bias + runtime.value, bias + runtime.value + runtime.size
+
+
 def version_of(elf: ElfFile, name: str) -> tuple[int, int] | None:
     """The (major, minor) version of the CPython in ``elf`` (named ``name``), if known."""
     symbol = elf.symbols.get("Py_Version")
@@ -461,8 +470,6 @@ def inspect(pid: int) -> Target:
         ) from None
     except FileNotFoundError:
         raise NoSuchProcess(f"process {pid} exited while ncore was looking at it") from None
-    runtime = elf.symbols.get("_PyRuntime")
-    start = bias + runtime.value if runtime is not None else 0
     functions = {name: bias + elf.symbols[name].value for name in PY_API}
     return Target(
         pid=pid,
@@ -473,7 +480,7 @@ def inspect(pid: int) -> Target:
         same_mount_namespace=same_ns,
         python_binary=inside,
         version=version_of(elf, inside),
-        runtime=(start, start + (runtime.size if runtime is not None else 0)),
+        runtime=runtime_span(elf, bias),
         functions=functions,
         elf_machine=elf.machine,
         maps=maps,

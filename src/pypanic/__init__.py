@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 panicDbg: Registry = shared()
 """The process's debug-state registry, also installed as the builtin ``panicDbg``."""
-if getattr(panicDbg, "beacon", None) is None:
+if __name__ == "pypanic" and getattr(panicDbg, "beacon", None) is None:  # not ncore's carried copy
     panicDbg.beacon = light(__version__)
 
 

@@ -4,7 +4,9 @@ The mark is a one-page shared mapping of an anonymous memory file named ``pypani
 shows in ``/proc/PID/maps`` as ``/memfd:pypanic (deleted)``, so ``ncore ps`` and ``ncore
 doctor`` can tell without running code in the process. The page holds
 ``pypanic <version>`` and the package's directory, one per line. A fork inherits the
-mark (the child has pypanic too); an exec drops it. No file descriptor stays open.
+mark (the child has pypanic too); an exec drops it. No file descriptor stays open. The
+copy of pypanic ncore carries into a process makes no mark: the process has not loaded
+pypanic itself.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import os
 
 NAME = "pypanic"
-MAPS_PATH = f"/memfd:{NAME} (deleted)"
-"""How the mark's mapping is named in /proc/PID/maps."""
 _PAGE = 4096
 
 
@@ -29,7 +29,7 @@ def light(version: str) -> object:
         return None
     try:
         os.ftruncate(fd, _PAGE)
-        import mmap  # only here: the rest of pypanic never needs it
+        import mmap
 
         page = mmap.mmap(fd, _PAGE)
     except OSError:

@@ -267,6 +267,14 @@ class Serializer:
                     text = _ENCODE(self._data(value, where, deadline))
                 finally:
                     self._fast = True
+            if len(text) > before[0] and self._fast:
+                # The scan's size is in characters; escapes (\u0001) can make the text longer.
+                self.budget.rewind(before)
+                self._fast = False
+                try:
+                    text = _ENCODE(self._data(value, where, deadline))
+                finally:
+                    self._fast = True
         except BaseException as e:
             text = json.dumps({"$error": f"pypanic could not write this value: {describe_error(e)}"})
         self.budget.bytes_left = before[0] - len(text)
@@ -482,7 +490,8 @@ class Serializer:
         out = []
         reason = "items"
         self._spend(2)
-        for i, value in enumerate(islice(items, self.max_items)):
+        # A copy first: code run during the walk (a __repr__, another thread) may change a set or deque.
+        for i, value in enumerate(list(islice(items, self.max_items))):
             stop = self._stop()
             if stop:
                 reason = stop

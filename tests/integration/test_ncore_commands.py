@@ -266,3 +266,30 @@ def test_completion_script_for_each_shell():
             check=False,
         )
         assert marker in done.stdout, (shell, done.stdout, done.stderr)
+
+
+def test_the_copy_ncore_carries_leaves_no_mark(start_service):
+    """A snapshot of a process without pypanic does not make ps count pypanic as loaded."""
+    service = start_service(PYTHON, "sleep", with_pypanic=False)
+    done = ncore("--json", "--keep-running", str(service.pid))
+    assert json.loads(done.stdout)["pypanic"] == "carried", done.stdout + done.stderr
+    assert ps_rows()[service.pid]["pypanic"] == "no"
+
+
+def test_ps_on_a_terminal_keeps_brackets_in_command_lines(processes, workspace_for):
+    """rich markup in a command line ([app], [/x]) is shown as text, not read as markup."""
+    space = workspace_for(PYTHON)
+    target = processes.start([*space.command("service.py", "sleep"), "[app]", "[/x]"])
+    wait_for_ready(target)
+    env = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}  # the pty's size
+    child = pexpect.spawn(
+        sys.executable, ["-m", "ncore", "ps"], dimensions=(30, 250), env=env, encoding="utf-8", timeout=60
+    )
+    try:
+        child.expect(pexpect.EOF)
+        assert isinstance(child.before, str)
+        screen = child.before
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, screen
+    assert "[app] [/x]" in re.sub(r"\x1b\[[0-9;]*m", "", screen)

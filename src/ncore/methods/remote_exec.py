@@ -23,7 +23,6 @@ import os
 import struct
 import time
 
-from .. import arch
 from ..errors import NcoreError, NoSuchProcess, PermissionDenied
 from ..target import Target, ThreadState, permission_hint, scheduler_state, thread_state
 from . import Injection, Outcome
@@ -128,12 +127,11 @@ def _blocked_main_thread(target: Target) -> ThreadState | None:
     """The main thread's state if it sleeps in a system call (not a wait for the GIL) in every
     one of a few samples; None when it works. One sample would catch a busy thread in a short
     call, and a call held up by the disk ("D", as a rename under load) is work, not a wait."""
-    low, high = target.runtime
     for _ in range(_SAMPLES):
         main = thread_state(target.pid, target.pid)
         if main.running or main.syscall is None or scheduler_state(target.pid, target.pid) != "S":
             return None
-        if arch.is_futex(main.syscall) and main.args and low <= main.args[0] < high:
+        if main.waits_for_gil(target.runtime):
             return None
         time.sleep(_SAMPLE_SECONDS)
     return main
