@@ -350,3 +350,28 @@ def test_json_native_values_round_trip(value):
     """Finite JSON-native data comes back equal (NaN and infinities as strings)."""
     out = encode(value)[0]
     assert out == json.loads(json.dumps(value, allow_nan=True), parse_constant=lambda c: c)
+
+
+def test_a_set_changed_during_the_walk_is_still_written():
+    """An item whose repr grows the set it is in: the walk goes over a copy, so the set is
+    written, not replaced by an error."""
+    box: set[Any] = set()
+
+    class Grower:
+        def __repr__(self) -> str:
+            box.add(object())
+            return "grower"
+
+    box.add(Grower())
+    data, _ = encode(box)
+    assert data["$type"] == "set" and data["items"][0]["repr"] == "grower"
+
+
+def test_escapes_never_take_the_text_past_the_size_budget():
+    """Control characters are written as six-character escapes; the size budget holds anyway
+    (give or take the cut markers, a few dozen characters each: it was 18012 for 5000)."""
+    value = ["\x01" * 1000] * 3
+    budget = Budget(5000, 10.0)
+    text = Serializer(budget, depth=8, items=100, string=2000).encode(value, "value")
+    assert len(text) <= 5000 + 200
+    assert "$cut" in text

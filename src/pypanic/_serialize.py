@@ -73,6 +73,8 @@ _STRING_VALUE_TYPES = frozenset(
 
 _ISO_TYPES = frozenset({"datetime.datetime", "datetime.date", "datetime.time"})
 
+_QUOTED = json.encoder.encode_basestring
+"""A string as the encoder writes it (ensure_ascii off): quoted, control characters escaped."""
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
 """Cycles never reach the encoder: the walk turns them into markers, the scan refuses
 them (one made meanwhile by another thread ends in RecursionError)."""
@@ -441,12 +443,15 @@ class Serializer:
             self._active.discard(id(obj))
 
     def _string(self, s: str) -> str:
-        room = max(min(self.max_string, self.budget.bytes_left - 2), 0)
+        left = max(self.budget.bytes_left - 2, 0)
+        room = min(self.max_string, left)
+        if len(s) <= room and len(_QUOTED(s)) - 2 > left:
+            room = left // 6  # what is sure to fit: an escape (\u0001) takes six characters
         if len(s) > room:
             detail = f"{len(s) - room} of {len(s)} characters cut"
             self.budget.record_cut(self._where(), "string" if room == self.max_string else "size", detail)
             s = f"{s[:room]}...[pypanic: {detail}]"
-        self._spend(len(s) + 2)
+        self._spend(len(_QUOTED(s)))
         return s
 
     def _int(self, n: int) -> Any:
