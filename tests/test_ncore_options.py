@@ -97,5 +97,6 @@ def test_the_usual_path_imports_no_heavy_module(processes, tmp_path):
     assert {"ncore.session", "ncore.methods.ptrace", "ctypes"} <= imported
     heavy = {"click", "dataclasses", "json", "typing", "re", "subprocess", "pathlib", "tempfile", "shutil", "threading"}
     assert not heavy & imported
+    assert "ncore.methods.remote_exec" not in imported, "a target before 3.14 needs no remote exec"
     assert target.poll() is None
     assert len(list(tmp_path.glob("ncore.*"))) == 1

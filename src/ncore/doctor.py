@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import arch
 from .errors import NcoreError
-from .methods import NAMES
+from .methods import NAMES, unavailable
 from .session import Request, make_method, take_dump
 from .target import Target, inspect, may_trace_anyone, permission_hint, pypanic_mark, status, yama_scope
 
@@ -176,7 +176,7 @@ def _methods_for(target: Target, request: Request) -> list[Finding]:
     for name in NAMES:
         if request.method not in ("auto", name):
             continue
-        why = make_method(name, request).unavailable(target)
+        _, why = unavailable(name, target, lambda name: make_method(name, request))
         if why is None and chosen is None:
             chosen = name
         findings.append(Finding(f"method {name}", None if why else True, why or "can serve this process"))

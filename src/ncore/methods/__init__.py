@@ -89,16 +89,32 @@ def explain(direct: bool, mode: str, syscall: int, gil_waiter: bool) -> str:
     return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
 
 
+NEWEST_ONLY = {"remote-exec": (3, 14)}
+"""Methods for targets of this CPython or later: an older target passes them over without
+their module being imported (remote exec's import alone costs a tenth of a dump)."""
+
+
+def unavailable(name: str, target: Target, make: Callable[[str], Method]) -> tuple[Method | None, str | None]:
+    """The method called ``name`` (None when the target is too old for it, before it is
+    built) and why it cannot serve ``target``, or None when it can."""
+    oldest = NEWEST_ONLY.get(name)
+    if oldest is not None and (target.version is None or target.version < oldest):
+        needs = f"CPython {oldest[0]}.{oldest[1]}"
+        return None, f"needs {needs} or later; process {target.pid} runs {target.version_text}"
+    method = make(name)
+    return method, method.unavailable(target)
+
+
 def choose(name: str, target: Target, make: Callable[[str], Method]) -> tuple[Method, list[str]]:
     """The method called ``name``, or for ``auto`` the first one that can serve the target,
     with why each method before it could not; ``make`` builds a method from its name."""
     wanted = [n for n in NAMES if name in ("auto", n)]
     reasons: list[str] = []
-    for method in map(make, wanted):
-        why = method.unavailable(target)
-        if why is None:
+    for candidate in wanted:
+        method, why = unavailable(candidate, target, make)
+        if method is not None and why is None:
             return method, reasons
-        reasons.append(f"{method.name}: {why}")
+        reasons.append(f"{candidate}: {why}")
     known = ", ".join(NAMES)
     if not wanted:
         raise MethodUnavailable(f"there is no method {name!r}", f"choose one of: auto, {known}")

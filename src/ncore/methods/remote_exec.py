@@ -144,8 +144,7 @@ class RemoteExec:
         return None  # ncore speaks the protocol itself, through /proc/PID/mem
 
     def unavailable(self, target: Target) -> str | None:
-        if target.version is None or target.version < (3, 14):
-            return f"needs CPython 3.14 or later; process {target.pid} runs {target.version_text}"
+        """Why remote exec cannot serve ``target``, a CPython 3.14 or later (methods.NEWEST_ONLY)."""
         main = _blocked_main_thread(target)
         if main is not None:
             return (
