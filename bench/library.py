@@ -151,23 +151,23 @@ class Hostile:
         raise RuntimeError("no")
 
 
-def bench_hostile() -> tuple[str, str, str, str]:
-    """A million objects with raising reprs, in a cycle, registered: how long and how big."""
-    structure: list[object] = [Hostile() for _ in range(1_000_000)]
-    structure.append(structure)
-    pypanic.panicDbg.set("hostile", structure)
+def _bounded_dump(name: str, structure: object) -> tuple[str, str, str]:
+    """``structure`` registered and dumped: how long it took and how big the file is."""
+    pypanic.panicDbg.set(name, structure)
     with tempfile.TemporaryDirectory() as work:
         start = time.perf_counter()
         path = pypanic.dump("benchmark", directory=work)
         elapsed = time.perf_counter() - start
         size = os.path.getsize(path)
     pypanic.panicDbg.clear()
-    return (
-        "dump with a million-element hostile list",
-        f"{elapsed:.2f} s, {size / 1e6:.1f} MB file",
-        "bounded",
-        "bounded",
-    )
+    return f"{elapsed:.2f} s, {size / 1e6:.1f} MB file", "bounded", "bounded"
+
+
+def bench_hostile() -> tuple[str, str, str, str]:
+    """A million objects with raising reprs, in a cycle, registered: how long and how big."""
+    structure: list[object] = [Hostile() for _ in range(1_000_000)]
+    structure.append(structure)
+    return ("dump with a million-element hostile list", *_bounded_dump("hostile", structure))
 
 
 def bench_shared() -> tuple[str, str, str, str]:
@@ -176,19 +176,7 @@ def bench_shared() -> tuple[str, str, str, str]:
     structure: list[object] = [1]
     for _ in range(40):
         structure = [structure, structure]
-    pypanic.panicDbg.set("shared", structure)
-    with tempfile.TemporaryDirectory() as work:
-        start = time.perf_counter()
-        path = pypanic.dump("benchmark", directory=work)
-        elapsed = time.perf_counter() - start
-        size = os.path.getsize(path)
-    pypanic.panicDbg.clear()
-    return (
-        "dump with 40 levels of shared halves",
-        f"{elapsed:.2f} s, {size / 1e6:.1f} MB file",
-        "bounded",
-        "bounded",
-    )
+    return ("dump with 40 levels of shared halves", *_bounded_dump("shared", structure))
 
 
 def main() -> None:

@@ -263,24 +263,23 @@ class Serializer:
             except (TypeError, ValueError, RecursionError):
                 # A part left to the fast path was changed by another thread after it was
                 # scanned: walk everything again, copying what is kept.
-                self.budget.rewind(before)
-                self._fast = False
-                try:
-                    text = _ENCODE(self._data(value, where, deadline))
-                finally:
-                    self._fast = True
-            if len(text) > before[0] and self._fast:
+                text = self._walk_only(value, where, deadline, before)
+            if len(text) > before[0]:
                 # The scan's size is in characters; escapes (\u0001) can make the text longer.
-                self.budget.rewind(before)
-                self._fast = False
-                try:
-                    text = _ENCODE(self._data(value, where, deadline))
-                finally:
-                    self._fast = True
+                text = self._walk_only(value, where, deadline, before)
         except BaseException as e:
             text = json.dumps({"$error": f"pypanic could not write this value: {describe_error(e)}"})
         self.budget.bytes_left = before[0] - len(text)
         return text
+
+    def _walk_only(self, value: Any, where: str, deadline: float, before: tuple[int, int, int]) -> str:
+        """``value``'s text again, from the budget as it was ``before``, without the fast path."""
+        self.budget.rewind(before)
+        self._fast = False
+        try:
+            return _ENCODE(self._data(value, where, deadline))
+        finally:
+            self._fast = True
 
     def to_data(self, value: Any, where: str) -> Any:
         """``value`` as finite, acyclic JSON data (parts of it may be ``value``'s own
