@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "tests" / "targets" / "service.py"
 PYTHON = sorted((Path.home() / ".pyenv" / "versions").glob("3.12.*/bin/python3.12"))[-1]
-KINDS = ("busy", "sleep", "both-busy", "churn")
+KINDS = ("busy", "sleep", "select", "event", "accept", "main-blocked-worker-busy", "both-busy", "churn")
 
 
 def start(kind: str, work: str) -> subprocess.Popen[str]:

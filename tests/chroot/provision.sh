@@ -13,7 +13,17 @@
 # mounting /proc when running things in the chroot).  Needs root.
 set -euo pipefail
 
-MIRROR=http://deb.debian.org/debian
+# The Debian mirror apt already uses (NCORE_DEBIAN_MIRROR overrides it).
+apt_mirror() {
+    local uri
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1 || true)
+    if [ -z "$uri" ]; then
+        uri=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+            | sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $1}' | grep -v security | head -n1 || true)
+    fi
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+MIRROR=${NCORE_DEBIAN_MIRROR:-$(apt_mirror)}
 SUITE=sid
 # python3.13 still exists in sid (3.13.x) as of writing; the tests strictly
 # need only 3.14, 3.15 and gdb >= 14.  If python3.13 is dropped from sid,
