@@ -42,7 +42,7 @@ def test_panic_dump_of_every_target_kind(start_service, interpreter, kind):
     assert main["current"], "the dump is taken on the main thread"
     functions = [f["function"] for f in main["frames"]]
     assert "main" in functions and "<ncore payload>" not in str(main["frames"])
-    assert [f["file"] for f in main["frames"] if not f["file"].endswith("service.py")] == [], "ncore's frames shown"
+    assert not [f for f in main["frames"] if f["file"] in ("<string>", "<ncore payload>")], "ncore's frames shown"
     if kind in ("busy", "both-busy"):
         assert "busy" in functions, functions
     if kind.endswith("worker-busy") or kind == "both-busy":
