@@ -125,7 +125,7 @@ def dump_command(pids: tuple[int, ...], pattern: str | None, jobs: int, **values
         raise click.UsageError(e.message) from None
     except NcoreError as e:
         if as_json:
-            click.echo(json.dumps(e.record(0)))
+            click.echo(json.dumps(e.record(None)))
             sys.exit(e.exit_code)
         sys.exit(report.failure(e))
     if pattern is None and len(wanted) == 1:
@@ -280,7 +280,6 @@ def main() -> None:
     try:
         cli.main(prog_name="ncore", standalone_mode=False)
     except click.UsageError as e:  # --json asked for a record, so a mistake is one too
-        record = {"status": BadUsage.kind, "error": e.format_message(), "hint": "see ncore --help",
-                  "exit_code": BadUsage.exit_code}  # fmt: skip
-        click.echo(json.dumps(record))
-        sys.exit(BadUsage.exit_code)
+        mistake = BadUsage(e.format_message(), "see ncore --help")
+        click.echo(json.dumps(mistake.record(None)))
+        sys.exit(mistake.exit_code)

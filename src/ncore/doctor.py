@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import arch
 from .errors import NcoreError
 from .methods import NAMES, unavailable
-from .session import Request, make_method, take_dump
+from .session import Request, make_method, output_directory, take_dump
 from .target import Target, inspect, may_trace_anyone, permission_hint, pypanic_mark, status, yama_scope
 
 if TYPE_CHECKING:
@@ -225,17 +225,22 @@ def _pypanic(target: Target) -> Finding:
 def _dump_directory(target: Target, requested: str | None) -> list[Finding]:
     """Whether the dump's directory takes it: --output-dir (where a dump refuses it, a
     problem) or the working directory (where pypanic falls back elsewhere, a note)."""
-    where = requested or _cwd(target)
-    if where is None:
-        return [Finding("dump directory", None, f"the working directory of process {target.pid} cannot be read")]
-    path = where if requested or target.same_mount_namespace else target.host_path(where)
-    why = target.cannot_write(path)
-    if why is not None:
-        fix = "give a writable directory with --output-dir, or set PYPANIC_DIR in the service"
-        if requested:
-            return [Finding("dump directory", False, f"a dump would be refused: {why}", fix)]
-        fallback = "pypanic falls back to $PYPANIC_DIR, the temporary directory, then /tmp"
-        return [Finding("dump directory", None, f"{why}: {fallback}", fix)]
+    if requested:
+        try:
+            output_directory(target, requested)  # the dump's own check
+        except NcoreError as e:
+            return [Finding("dump directory", False, f"a dump would be refused: {e.message}", e.hint)]
+        where = path = requested
+    else:
+        cwd = _cwd(target)
+        if cwd is None:
+            return [Finding("dump directory", None, f"the working directory of process {target.pid} cannot be read")]
+        where, path = cwd, cwd if target.same_mount_namespace else target.host_path(cwd)
+        why = target.cannot_write(path)
+        if why is not None:
+            fallback = "pypanic falls back to $PYPANIC_DIR, the temporary directory, then /tmp"
+            fix = "give a writable directory with --output-dir, or set PYPANIC_DIR in the service"
+            return [Finding("dump directory", None, f"{why}: {fallback}", fix)]
     findings = [Finding("dump directory", True, f"{where} is writable by uid {target.uid}")]
     try:
         space = os.statvfs(path)

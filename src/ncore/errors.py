@@ -33,8 +33,8 @@ class NcoreError(Exception):
         self.transcript: list[str] = []
         """What the method did and its debugger said before the failure, shown with ``-v``."""
 
-    def record(self, pid: int) -> dict[str, object]:
-        """The failure as ``--json`` prints it, for process ``pid``."""
+    def record(self, pid: int | None) -> dict[str, object]:
+        """The failure as ``--json`` prints it, for process ``pid`` (None: no one process)."""
         return {"status": self.kind, "pid": pid, "error": self.message, "hint": self.hint,
                 "exit_code": self.exit_code, "transcript": self.transcript}  # fmt: skip
 

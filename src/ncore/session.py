@@ -270,7 +270,7 @@ def injected_code(directory: str) -> bytes:
     return f"try:\n    exec({_LOADER!r}, {namespace!r})\nexcept BaseException:\n    pass\n".encode()
 
 
-def _output_directory(target: Target, requested: str | None) -> str | None:
+def output_directory(target: Target, requested: str | None) -> str | None:
     """--output-dir as the target sees it; refused when the target could not write there
     (pypanic would quietly write elsewhere)."""
     if requested is None:
@@ -328,7 +328,7 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     deadline = started + request.timeout
     target = inspect(request.pid)
     method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
-    output_dir = _output_directory(target, request.output_dir)
+    output_dir = output_directory(target, request.output_dir)
     progress("inspected")
     private = PrivateDirectory(target)
     try:

@@ -57,8 +57,9 @@ if [ -f "$DIR/.provisioned" ] && [ "$(cat "$DIR/.provisioned")" = "$STAMP_CONTEN
 fi
 
 # --- host packages (only when missing) -------------------------------------
+# Those that build the chroot, and less (ncore show --pager's test pages through it).
 missing=()
-for pkg in debootstrap debian-archive-keyring gpgv wget xz-utils; do
+for pkg in debootstrap debian-archive-keyring gpgv wget xz-utils less; do
     dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \
         || missing+=("$pkg")
 done
