@@ -3,6 +3,7 @@ paths, who may write a directory, the injected code."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import tempfile
@@ -238,7 +239,9 @@ def test_injected_code_leaves_main_untouched_on_real_interpreters(tmp_path, inte
     (tmp_path / "code.py").write_bytes(injected_code(str(tmp_path)))
     flags = ["-X", "dev"] if dev else []
     argv = [interpreter.path, *flags, "-c", RUN_IN_MAIN, str(tmp_path / "code.py")]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    with open(tmp_path / "lock", "w") as lock:  # held as ncore holds it, so the payload leaves the directory
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "\n", "")
     assert "writable" in payload.decode_fields((tmp_path / "result").read_bytes()), "the payload ran"
 

@@ -1,10 +1,12 @@
 """The ptrace method's parts: the architecture table, the wording, and, on small real
-processes, symbol addresses, the stub's place, word-wise writes, extended state that
-comes back, and a crashing call that is undone."""
+processes, symbol addresses, the C library's code a call runs through, word-wise writes,
+extended state, mask and alternate stack that come back (by ncore's hand, and by the
+frame alone, as when ncore dies), and a crashing call that is taken back."""
 
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import struct
 import subprocess
@@ -16,20 +18,38 @@ import pytest
 
 from ncore import arch
 from ncore.elf import read_elf
+from ncore.memory import Memory
 from ncore.methods import explain, ptrace
-from ncore.methods.ptrace import X86_64, Ptrace, Tracee, functions, stub_address
-from ncore.target import Target, inspect, mappings
+from ncore.methods.frame import RETURNED_CODE, SIGRETURN_CODE, SYSCALL_RET_CODE
+from ncore.methods.ptrace import X86_64, Ptrace, Tracee, find_gadgets, functions
+from ncore.target import Target, inspect
 
 from .interpreters import HOST
 
 XMM0 = 160
 """Where xmm0 lies in the extended state (the legacy FXSAVE layout at its start)."""
-SLEEPER = "import time; print('ready', flush=True); time.sleep(3); print('slept', flush=True)"
+SLEEPER = """
+import ctypes, faulthandler, signal, time
+faulthandler.enable()  # gives the main thread an alternate signal stack
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGWINCH})
+stack = (ctypes.c_uint64 * 3)()
+
+def state():
+    ctypes.CDLL(None).sigaltstack(None, stack)
+    mask = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    return f"mask={mask} altstack={stack[0]:x},{stack[1]},{stack[2]}"
+
+before = state()
+print("ready", flush=True)
+time.sleep(3)
+print("slept", "same" if state() == before else f"changed from {before} to {state()}", flush=True)
+"""
 
 
 @pytest.fixture
 def sleeper(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], Target]]:
-    """A Python process (HOST[3], or the interpreter given as the test's param) blocked in a 3 s sleep."""
+    """A Python process (HOST[3], or the interpreter given as the test's param) blocked in a
+    3 s sleep, with signals blocked and an alternate stack, which it checks afterwards."""
     interpreter = getattr(request, "param", HOST[3])
     interpreter.require()
     process = subprocess.Popen([interpreter.path, "-c", SLEEPER], stdout=subprocess.PIPE, text=True)
@@ -50,18 +70,40 @@ def opened(target: Target) -> str:
 
 
 def borrow(target: Target) -> Tracee:
-    maps = mappings(target.pid)
-    return Tracee(target, X86_64, stub_address(target.pid, X86_64, maps), time.monotonic() + 10, [])
+    gadgets = find_gadgets(target.pid, target.maps)
+    assert not isinstance(gadgets, str), gadgets
+    return Tracee(target, X86_64, gadgets, time.monotonic() + 10, [])
+
+
+def map_page(tracee: Tracee) -> int:
+    """Map a page in the target for calls to return into, as the method does."""
+    prot, flags = mmap.PROT_READ | mmap.PROT_EXEC, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    page = tracee.syscall("mmap", X86_64.mmap, 0, mmap.PAGESIZE, prot, flags, -1, 0)
+    assert page > 0
+    tracee.memory.write(page, RETURNED_CODE)
+    tracee.use_page(page, 0)
+    return page
+
+
+def get_max_address(target: Target) -> int:
+    """Where PyFloat_GetMax (which returns a double: it sets xmm0) is in the target."""
+    binary = read_elf(opened(target), frozenset({"PyFloat_GetMax", "PyGILState_Check"}))
+    check = binary.symbols["PyGILState_Check"].value
+    return binary.symbols["PyFloat_GetMax"].value + functions(target, X86_64)["PyGILState_Check"] - check
+
+
+def blocked_signals(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line for line in f if line.startswith("SigBlk:"))
 
 
 def test_the_x86_64_table_matches_the_kernel_layout():
     """27 general registers (struct user_regs_struct, 216 bytes), every register the
-    injector names among them, and both stubs ending in a breakpoint."""
+    injector names among them."""
     names = X86_64.registers
     assert len(names) == len(set(names)) == 27
-    named = [X86_64.pc, X86_64.sp, X86_64.result, X86_64.interrupted_syscall, X86_64.syscall_number, X86_64.callee]
+    named = [X86_64.pc, X86_64.sp, X86_64.result, X86_64.interrupted_syscall, X86_64.syscall_number]
     assert {*named, *X86_64.call_args, *X86_64.syscall_args, X86_64.flags} <= set(names)
-    assert X86_64.syscall_stub.endswith(b"\xcc") and X86_64.call_stub.endswith(b"\xcc")
     assert X86_64.futex == arch.FUTEX["x86_64"]
 
 
@@ -81,11 +123,11 @@ def test_the_choice_is_explained(direct, mode, syscall, waiter, words):
 
 
 def test_unavailable_elsewhere_names_the_other_method(monkeypatch):
-    """Here it serves; on a processor without a table it says so and points at gdb."""
+    """On a processor without a table it says so and points at gdb."""
     target = Target(1, "python3", 0, 0, "/", True, "/usr/bin/python3", (3, 11), (0, 0))
     if arch.machine() != "x86_64":
         pytest.skip("the table is filled in for x86_64 only")
-    assert Ptrace().unavailable(target) is None
+    assert Ptrace().unavailable_here() is None
     monkeypatch.setattr(arch, "machine", lambda: "riscv64")
     reason = Ptrace().unavailable(target)
     assert reason is not None and "riscv64" in reason and "--method gdb" in reason
@@ -103,24 +145,28 @@ def test_addresses_point_at_the_functions(sleeper):
             assert memory.read(16) == binary.read(binary.symbols[name].value, 16), name
 
 
-def test_the_stub_goes_at_the_entry_point(sleeper):
-    """AT_ENTRY is the executable's e_entry plus its load bias, in executable memory."""
+@pytest.mark.parametrize("sleeper", [HOST[3], HOST[-1]], ids=["shared-libpython", "static-non-pie"], indirect=True)
+def test_the_c_library_has_the_code_a_call_runs_through(sleeper):
+    """``syscall; ret`` and ``__restore_rt`` are found in executable memory of the C
+    library, and ``__errno_location`` is where the library says."""
     _, target = sleeper
-    maps = mappings(target.pid)
-    entry = stub_address(target.pid, X86_64, maps)
-    with open(f"/proc/{target.pid}/exe", "rb") as f:
-        e_entry = struct.unpack_from("<Q", f.read(64), 24)[0]
-    exe = os.readlink(f"/proc/{target.pid}/exe")
-    base = min(m.start for m in maps if m.path == exe and m.offset == 0)
-    assert entry == base + e_entry
+    gadgets = find_gadgets(target.pid, target.maps)
+    assert not isinstance(gadgets, str), gadgets
+    with Memory(target.pid) as memory:
+        assert memory.read(gadgets.syscall_ret, len(SYSCALL_RET_CODE)) == SYSCALL_RET_CODE
+        assert memory.read(gadgets.sigreturn, len(SIGRETURN_CODE)) == SIGRETURN_CODE
+    libc = [m for m in target.maps if "libc" in os.path.basename(m.path) and "x" in m.perms]
+    assert any(m.start <= gadgets.sigreturn < m.end for m in libc)
+    assert gadgets.errno_location is not None and any(m.start <= gadgets.errno_location < m.end for m in libc)
 
 
 def test_poking_writes_unaligned_bytes(sleeper):
-    """PTRACE_POKETEXT, the fallback for kernels that forbid writing text through
-    /proc/PID/mem, writes bytes that straddle words and leaves their neighbours alone."""
+    """PTRACE_POKETEXT, the fallback for kernels that forbid writing read-only memory
+    through /proc/PID/mem, writes bytes that straddle words and leaves their neighbours alone."""
     _, target = sleeper
     with borrow(target) as tracee:
-        place = tracee.stub + 13
+        assert tracee.frame is not None
+        place = tracee.frame.address - 64 + 5  # below the frame: the stack no one uses
         before = tracee.memory.read(place - 8, 32)
         tracee.memory.poke(place, b"\x90" * 11)
         after = tracee.memory.read(place - 8, 32)
@@ -131,46 +177,75 @@ def test_poking_writes_unaligned_bytes(sleeper):
 
 def test_extended_state_comes_back(sleeper):
     """A call that returns a double changes xmm0; after the thread is given back, xmm0
-    holds what it held before, and the interrupted sleep is finished, not cut short."""
+    holds what it held before, and the interrupted sleep is finished, not cut short, with
+    its mask and alternate stack as they were."""
     process, target = sleeper
-    binary = read_elf(opened(target), frozenset({"PyFloat_GetMax", "PyGILState_Check"}))
-    api = functions(target, X86_64)
-    get_max = (
-        binary.symbols["PyFloat_GetMax"].value + api["PyGILState_Check"] - binary.symbols["PyGILState_Check"].value
-    )
+    get_max = get_max_address(target)
+    mask = blocked_signals(target.pid)
     with borrow(target) as tracee:
         assert tracee.extended is not None
         saved = tracee.extended[XMM0 : XMM0 + 8]
         assert struct.unpack("<d", saved)[0] != sys.float_info.max
+        map_page(tracee)
         tracee.call("PyFloat_GetMax", get_max)
         during = tracee.kernel.get_regset(target.pid, X86_64.extended_regset, len(tracee.extended))
         assert struct.unpack_from("<d", during, XMM0)[0] == sys.float_info.max
+        assert blocked_signals(target.pid) != mask, "a call runs with every signal held off"
     with borrow(target) as tracee:
         assert tracee.extended is not None and tracee.extended[XMM0 : XMM0 + 8] == saved
-    assert process.communicate(timeout=10)[0] == "slept\n"
+    assert blocked_signals(target.pid) == mask
+    assert process.communicate(timeout=10)[0] == "slept same\n"
 
 
-def test_a_crashing_call_is_undone(sleeper):
+def test_the_frame_alone_brings_the_thread_back(sleeper):
+    """As if ncore died just after a call: ncore lets go of the thread on its way back
+    without restoring anything, and rt_sigreturn from the frame puts back xmm0, the signal
+    mask and the alternate stack; the sleep (EINTR, retried by CPython) lasts as asked."""
+    process, target = sleeper
+    get_max = get_max_address(target)
+    mask = blocked_signals(target.pid)
+    started = time.monotonic()
+    with borrow(target) as tracee:
+        assert tracee.extended is not None
+        saved = tracee.extended[XMM0 : XMM0 + 8]
+        map_page(tracee)
+        tracee.call("PyFloat_GetMax", get_max)
+        assert tracee.state == "returned"
+        tracee.kernel.ptrace(ptrace._PTRACE_DETACH, target.pid)
+        tracee.state = "free"  # what ncore's death leaves: nobody restores it
+    time.sleep(0.05)
+    assert blocked_signals(target.pid) == mask
+    with borrow(target) as tracee:
+        assert tracee.extended is not None and tracee.extended[XMM0 : XMM0 + 8] == saved
+    assert process.communicate(timeout=10)[0] == "slept same\n"
+    assert 2.9 < time.monotonic() - started < 4
+
+
+def test_a_crashing_call_is_taken_back(sleeper):
     """A call to address 0 faults (SIGSEGV): the thread is put back and its sleep goes on."""
     process, target = sleeper
-    with pytest.raises(ptrace._Fault), borrow(target) as tracee:
-        tracee.call("nothing", 0)
-    assert process.communicate(timeout=10)[0] == "slept\n"
+    with borrow(target) as tracee:
+        map_page(tracee)
+        with pytest.raises(ptrace._Fault):
+            tracee.call("nothing", 0)
+    assert process.communicate(timeout=10)[0] == "slept same\n"
     assert process.returncode == 0
 
 
-def test_text_is_poked_where_proc_mem_refuses_to_write_it(sleeper, monkeypatch):
+def test_memory_is_poked_where_proc_mem_refuses_to_write_it(sleeper, monkeypatch):
     """Where the kernel refuses writes through /proc/PID/mem (EIO under
-    proc_mem.force_override=never), the stub goes in with PTRACE_POKETEXT and calls work."""
+    proc_mem.force_override=never), the frame and the page go in with PTRACE_POKETEXT and calls work."""
     process, target = sleeper
 
     def refuse(fd: int, data: bytes, offset: int) -> int:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(os, "pwrite", refuse)
     api = functions(target, X86_64)
-    with borrow(target) as tracee:
+    tracee = borrow(target)
+    monkeypatch.setattr(os, "pwrite", refuse)
+    with tracee:
         assert tracee.memory.poking
+        map_page(tracee)
         assert tracee.call("PyGILState_Check", api["PyGILState_Check"]) == 0
     assert "through PTRACE_POKETEXT" in tracee.transcript[0]
-    assert process.communicate(timeout=10)[0] == "slept\n"
+    assert process.communicate(timeout=10)[0] == "slept same\n"

@@ -27,6 +27,7 @@ SYSCALL_NAMES = {
         128: "rt_sigtimedwait",
         130: "rt_sigsuspend",
         202: "futex",
+        219: "restart_syscall",
         230: "clock_nanosleep",
         232: "epoll_wait",
         247: "waitid",

@@ -7,8 +7,9 @@ always without a terminal, one line per target as it finishes (``--json``: one J
 record per line, the record a single dump prints; ``-v``: how each was taken).
 
 The exit code is 0 when every target was dumped, else the code of the first target, in
-the order given, that was not; 130 when Ctrl-C stopped the dumps not yet started (those
-under way always finish: a target is never left half-way).
+the order given, that was not. Ctrl-C (SIGTERM, SIGHUP) stops every session at its next
+safe point (ncore.interrupts): targets not yet reached are left alone and requests not yet
+taken withdrawn, each reported with exit code 130 (143, 129); dumps under way finish.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from . import report
+from . import interrupts, report
 from .errors import NcoreError
 from .session import Request, Result, take_dump
 from .show import printable
@@ -84,6 +85,13 @@ def dump_all(requests: list[Request], jobs: int, as_json: bool, console: Console
             if verbose and finished.result is not None and not as_json:
                 report.details(finished.result)
 
+    with interrupts.Held():
+        return _dump_all(requests, jobs, tell, console, as_json)
+
+
+def _dump_all(
+    requests: list[Request], jobs: int, tell: Callable[[Finished], None], console: Console | None, as_json: bool
+) -> int:
     if console is None or as_json:
         outcomes = _run_all(requests, jobs, tell, lambda request, step: None)
     else:
@@ -121,14 +129,5 @@ def _run_all(requests: list[Request], jobs: int, tell: Callable[[Finished], None
         tell(finished)
         return finished
 
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="ncore-dump")
-    futures = [pool.submit(one, request) for request in requests]
-    try:
-        return [future.result() for future in futures]
-    except KeyboardInterrupt:
-        pool.shutdown(wait=True, cancel_futures=True)
-        left = sum(future.cancelled() for future in futures)
-        sys.stderr.write(f"ncore: interrupted; {left} dumps not started, those under way finished\n")
-        sys.exit(130)
-    finally:
-        pool.shutdown(wait=True)
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="ncore-dump") as pool:
+        return list(pool.map(one, requests))

@@ -5,11 +5,13 @@ fix it. Exit codes (documented in the README):
 
     0  the dump was written          6  no injection method can serve this target
     1  unexpected failure            7  timed out; the target was left running
-    2  usage error (bad option)      8  another debugger is attached to the target
+    2  usage error (bad option)      8  another debugger, or another ncore, is at the target
     3  no such process               9  the target could not write the dump
     4  not a live CPython process   10  the target exited without writing a dump
     5  permission denied            11  ncore show: the file is not a readable dump
                                    12  ncore show: a key asked for is not in the dump
+  128+N  stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP): the target was left as
+         it was, or the dump it had started was finished first
 
 A pid that cannot name a process (zero or negative, or the id of a thread rather than of
 its process) is a usage error, 2: the operator must give another number. A process
@@ -77,6 +79,16 @@ class TimedOut(NcoreError):
 class AlreadyTraced(NcoreError):
     exit_code = 8
     kind = "already-traced"
+
+
+class Interrupted(NcoreError):
+    """ncore was asked to stop by a signal (ncore.interrupts); its exit code is 128 + the signal."""
+
+    kind = "interrupted"
+
+    def __init__(self, message: str, signal_number: int, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.exit_code = 128 + signal_number
 
 
 class DumpFailed(NcoreError):

@@ -2,11 +2,19 @@
 
 It is not imported by ncore: ncore copies this file into a private directory the target
 can see and makes the target execute it with ``__ncore_dir__`` set to that directory.
-Its parameters arrive as data, in ``params`` beside it; its answer goes back as
-``result`` (written atomically), the handshake ncore waits for. Both are fields in the
-format of ``encode_fields``, which ncore imports from here (parsing them needs no json,
-whose import costs ncore more time than the rest of its start; for the same reason the
-importlib machinery the payload needs is imported where it is used).
+Its parameters arrive as data, in ``params`` beside it, which it claims by renaming it
+``taken`` (ncore withdraws a request by renaming it too: only one of them succeeds). It
+says how long its dump may take in ``started``, answers in ``result`` (written
+atomically), the handshake ncore waits for, and returns once ncore acknowledges (``ack``).
+These files hold fields in the format of ``encode_fields``, which ncore imports from here
+(parsing them needs no json, whose import costs ncore more time than the rest of its
+start; for the same reason the importlib machinery the payload needs is imported where
+it is used).
+
+The payload holds the directory's lock while it runs, and removes the directory itself
+when it finds that ncore is gone (ncore.private). Its waits sleep in select, not
+nanosleep: a nanosleep would replace the kernel's record of how to restart the system
+call a direct call interrupted.
 
 It uses the target's own pypanic when loaded (its registered state is in the registry
 every copy shares anyway), else one importable from the target's path, else the copy
@@ -17,7 +25,9 @@ in the target's ``__main__``. Standard library only; runs on every supported Pyt
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import sys
 import time
 
@@ -25,8 +35,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
 
-PROTOCOL = 1
+PROTOCOL = 2
 """The version of the payload-to-pypanic interface (``pypanic._panic.NCORE_PROTOCOL``)."""
+_LOCK_TRIES = 20
+"""How many times (a millisecond apart) the payload tries to share the directory's lock,
+which the next ncore's sweep holds for a moment while it judges the directory."""
 
 CARRIED_NAME = "_ncore_pypanic"
 
@@ -44,19 +57,58 @@ def decode_fields(data: bytes) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in text.split("\0") if "=" in pair)
 
 
-def _answer(directory: str, result: dict[str, str | None]) -> None:
-    """Write ``result`` whole or not at all (the rename); no fsync, it need not outlive a crash."""
-    temporary = os.path.join(directory, "result.tmp")
+def _answer(directory: str, result: dict[str, str | None], name: str = "result") -> None:
+    """Write file ``name`` whole or not at all (the rename); no fsync, it need not outlive a crash."""
+    temporary = os.path.join(directory, f"{name}.tmp")
     with open(temporary, "wb") as f:
         f.write(encode_fields(result))
-    os.rename(temporary, os.path.join(directory, "result"))
+    os.rename(temporary, os.path.join(directory, name))
 
 
 def _wait_for_ack(directory: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     ack = os.path.join(directory, "ack")
     while time.monotonic() < deadline and not os.path.exists(ack):
-        time.sleep(0.002)
+        select.select([], [], [], 0.002)
+
+
+def _share_lock(directory: str) -> int | None:
+    """The directory's lock, held shared; None when it is gone or being swept."""
+    try:
+        fd = os.open(os.path.join(directory, "lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    for _ in range(_LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            select.select([], [], [], 0.001)
+    os.close(fd)
+    return None
+
+
+def _remove_if_alone(directory: str, lock: int) -> None:
+    """Remove the directory when no ncore holds its lock any more (it died, or gave up)."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return
+    for parent, names, files in os.walk(directory, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(parent, name))
+            except OSError:
+                pass
+        for name in names:
+            try:
+                os.rmdir(os.path.join(parent, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def _panic_module(name: str) -> ModuleType | None:
@@ -70,7 +122,7 @@ def _panic_module(name: str) -> ModuleType | None:
     return module if getattr(module, "NCORE_PROTOCOL", 0) == PROTOCOL else None
 
 
-def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType | None, str]:
+def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType, str]:
     import importlib.util
 
     if "pypanic" in sys.modules:
@@ -81,6 +133,11 @@ def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType | None, st
         found = _panic_module("pypanic")
         if found is not None:
             return found, "importable"
+    loaded = sys.modules.get(CARRIED_NAME)
+    if loaded is not None and not os.path.isdir(getattr(loaded, "__path__", [""])[0]):
+        # Loaded by an earlier dump from a directory now removed: its later imports would fail.
+        for name in [name for name in sys.modules if name.split(".")[0] == CARRIED_NAME]:
+            del sys.modules[name]
     if CARRIED_NAME not in sys.modules:
         package = carried
         spec = importlib.util.spec_from_file_location(
@@ -94,7 +151,10 @@ def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType | None, st
         except BaseException:
             del sys.modules[CARRIED_NAME]
             raise
-    return _panic_module(CARRIED_NAME), "carried"
+    module = importlib.import_module(f"{CARRIED_NAME}._panic")
+    if getattr(module, "NCORE_PROTOCOL", 0) != PROTOCOL:
+        raise RuntimeError(f"the pypanic ncore carries ({carried}) does not speak payload protocol {PROTOCOL}")
+    return module, "carried"
 
 
 def _probe(dump_directory: str | None) -> dict[str, str | None]:
@@ -114,13 +174,22 @@ def run(directory: str) -> None:
     """Take the dump ``params`` asks for and write ``result``; never raises.
 
     params: ``message``, ``keep_running`` (``1`` or ``0``), ``directory`` (absent: the
-    working directory), ``hold_seconds``, ``pypanic`` (the directory of the pypanic ncore
-    carries; absent: ``pypanic`` beside this file), ``probe`` (``1``: answer ``_probe``'s
-    facts, take no dump). result: ``path`` or ``error``, and ``pypanic`` (which copy took
-    the dump: target, importable or carried).
+    working directory), ``hold_seconds`` (how long to wait for ``ack``), ``pypanic`` (the
+    directory of the pypanic ncore carries; absent: ``pypanic`` beside this file), ``probe``
+    (``1``: answer ``_probe``'s facts, take no dump). started: ``seconds``, the dump's time
+    budget. result: ``path`` or ``error``, and ``pypanic`` (which copy took the dump:
+    target, importable or carried).
     """
+    lock = _share_lock(directory)
+    if lock is None:
+        return
     try:
-        with open(os.path.join(directory, "params"), "rb") as f:
+        taken = os.path.join(directory, "taken")
+        try:
+            os.rename(os.path.join(directory, "params"), taken)
+        except OSError:
+            return  # withdrawn: ncore no longer wants this dump
+        with open(taken, "rb") as f:
             params = decode_fields(f.read())
         if params.get("probe") == "1":
             _answer(directory, _probe(params.get("directory")))
@@ -128,13 +197,11 @@ def run(directory: str) -> None:
         keep_running = params["keep_running"] == "1"
         hold_seconds = float(params["hold_seconds"])
         panic_module, source = _choose_pypanic(directory, params.get("pypanic") or os.path.join(directory, "pypanic"))
-        if panic_module is None:
-            raise RuntimeError("the pypanic ncore carries does not speak this payload's protocol")
+        _answer(directory, {"seconds": str(panic_module.time_budget())}, "started")
 
         def report(path: str | None, error: str | None) -> None:
             _answer(directory, {"path": path, "error": error, "pypanic": source})
-            if hold_seconds:
-                _wait_for_ack(directory, hold_seconds)
+            _wait_for_ack(directory, hold_seconds)
 
         take = panic_module.dump if keep_running else panic_module.panic
         take(params["message"], None, directory=params.get("directory"), report=report)
@@ -143,6 +210,11 @@ def run(directory: str) -> None:
             _answer(directory, {"error": f"{type(e).__name__}: {e}"})
         except BaseException:
             pass
+    finally:
+        try:
+            _remove_if_alone(directory, lock)
+        finally:
+            os.close(lock)
 
 
 if __name__ == "__ncore_payload__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from . import interrupts
 from .errors import NcoreError
 from .session import Request, Result, take_dump
 
@@ -26,13 +27,15 @@ def dump(request: Request, as_json: bool = False, verbose: bool = False) -> int:
         if not as_json:
             _say(" .")
 
-    try:
-        result = take_dump(request, progress)
-    except NcoreError as e:
-        return _failed(e, request.pid, as_json, verbose)
+    with interrupts.Held():
+        try:
+            result = take_dump(request, progress)
+        except NcoreError as e:
+            return _failed(e, request.pid, as_json, verbose)
+    stopped = interrupts.requested()
     if as_json:
         _print_json(result.record())
-        return 0
+        return 0 if stopped is None else 128 + stopped
     _say(" ok.\n")
     if result.fell_back_from is not None:
         where = os.path.dirname(result.path)
@@ -40,6 +43,9 @@ def dump(request: Request, as_json: bool = False, verbose: bool = False) -> int:
     _say(f"{result.path}\n")
     if verbose:
         details(result)
+    if stopped is not None:
+        _say(f"ncore: stopped by {interrupts.describe(stopped)}, once the dump under way was written\n", err=True)
+        return 128 + stopped
     return 0
 
 

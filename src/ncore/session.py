@@ -1,10 +1,12 @@
 """One dump of one process from outside: prepare, inject, wait for the handshake, clean up.
 
-ncore puts the payload, its parameters, a copy of pypanic and the code to inject into a
-fresh private directory the target can see (mode 0700, owned by the target's user),
-lets the chosen method make the target run it, and waits for the payload's ``result``.
-The directory is removed at the end whatever happened, which also disarms a pending call
-that never ran: without its files the injected code does nothing.
+ncore takes the target's lock (one ncore per process at a time), puts the payload, its
+parameters, a copy of pypanic and the code to inject into a fresh private directory the
+target can see (ncore.private), lets the chosen method make the target run it, and
+waits for the payload's ``result``. A request the target has not taken when ncore stops
+waiting (the time limit, or Ctrl-C) is withdrawn, so that it never runs; a dump under way
+is waited for within the time budget it announced, and past that left to finish on its
+own, with the directory it needs. Otherwise the directory is removed at the end.
 
 This is ncore's usual path, so it imports little: a complete dump is meant to take at most
 three times a bare ``python -c pass`` (see BENCHMARKS.md), and json, dataclasses, tempfile,
@@ -17,9 +19,11 @@ import _thread
 import os
 import time
 
-from .errors import BadUsage, DumpFailed, NcoreError, TargetExited, TimedOut
-from .methods import Injection, Outcome, choose
+from . import interrupts
+from .errors import AlreadyTraced, BadUsage, DumpFailed, Interrupted, NcoreError, TargetExited, TimedOut
+from .methods import Injection, Outcome, choose, forget, still_queued
 from .payload import decode_fields, encode_fields
+from .private import QUEUED, Place, PrivateDirectory, TargetLock, sweep
 from .target import Target, inspect
 
 TYPE_CHECKING = False
@@ -29,8 +33,14 @@ if TYPE_CHECKING:
     from .methods import Method
 
 DEFAULT_MESSAGE = "core dump initiated at user request"
-_PRIVATE_PARENTS = ("/tmp", "/var/tmp", "/dev/shm")
 _HOLD_SECONDS = 5.0
+"""How long a panicking payload waits for ncore to copy its dump out of its mount namespace."""
+_ACK_SECONDS = 1.0
+"""How long a payload otherwise waits for ncore's acknowledgement before it returns."""
+_BUDGET_SECONDS = 12.0
+"""A started dump's time budget until the payload has said it (pypanic's default and margin)."""
+_MARGIN_SECONDS = 2.0
+"""Waited past a dump's budget before ncore leaves it to finish on its own."""
 _POLL_SECONDS = 0.0005
 _CHECK_SECONDS = 0.01
 """How often a wait also looks whether the target is still alive."""
@@ -121,106 +131,6 @@ def make_method(name: str, request: Request, deadline: float | None = None) -> M
     raise ValueError(f"no method {name!r}")
 
 
-class PrivateDirectory:
-    """A directory only the target's user can read, visible in the target's root.
-
-    It is worked on through file descriptors, so that it can still be removed when the
-    path that reached it (``/proc/PID/root/...``) went away with the target.
-    """
-
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        failures = []
-        for parent in _PRIVATE_PARENTS:
-            try:
-                self.parent_fd = os.open(target.host_path(parent), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                self.name = _fresh_directory(self.parent_fd)
-            except OSError as e:
-                failures.append(f"{parent}: {e.strerror}")
-                continue
-            self.host = target.host_path(f"{parent}/{self.name}")
-            self.inside = f"{parent}/{self.name}"
-            break
-        else:
-            raise NcoreError(
-                f"found no directory the target can read to put the payload in ({'; '.join(failures)})",
-                "make /tmp writable in the target's root",
-            )
-        self.fd = os.open(self.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.parent_fd)
-        self._own(self.fd)
-        self.package_fd: int | None = None
-
-    def _own(self, fd: int) -> None:
-        if os.geteuid() == 0:
-            os.fchown(fd, self.target.uid, self.target.gid)
-
-    def write(self, name: str, data: bytes, directory: int | None = None) -> str:
-        """Create file ``name`` (it must not exist) holding ``data``; its path for the operator."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(name, flags, 0o600, dir_fd=self.fd if directory is None else directory)
-        try:
-            os.write(fd, data)
-            self._own(fd)
-        finally:
-            os.close(fd)
-        return os.path.join(self.host, name)
-
-    def copy_package(self, source: str, name: str) -> None:
-        """Copy the modules of package directory ``source`` into subdirectory ``name``."""
-        os.mkdir(name, 0o700, dir_fd=self.fd)
-        self.package_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
-        self._own(self.package_fd)
-        for module in sorted(os.listdir(source)):
-            if module.endswith(".py"):
-                with open(os.path.join(source, module), "rb") as f:
-                    self.write(module, f.read(), self.package_fd)
-
-    def read_result(self) -> dict[str, str] | None:
-        try:
-            fd = os.open("result", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
-        except OSError:
-            return None
-        with open(fd, "rb") as f:
-            return decode_fields(f.read())
-
-    def remove(self) -> None:
-        """Remove the directory and everything in it; never raises (what cannot go, stays)."""
-        if self.package_fd is not None:
-            _remove_entries(self.package_fd)
-            os.close(self.package_fd)
-        _remove_entries(self.fd)
-        os.close(self.fd)
-        try:
-            os.rmdir(self.name, dir_fd=self.parent_fd)
-        except OSError:
-            pass
-        os.close(self.parent_fd)
-
-
-def _remove_entries(directory: int) -> None:
-    for entry in os.listdir(directory):
-        try:
-            os.unlink(entry, dir_fd=directory)
-        except IsADirectoryError:
-            try:
-                os.rmdir(entry, dir_fd=directory)
-            except OSError:
-                pass
-        except OSError:
-            pass
-
-
-def _fresh_directory(parent_fd: int) -> str:
-    """Create a directory no one else can have made (mode 0700) in ``parent_fd``; its name."""
-    while True:
-        name = f"ncore.{os.urandom(6).hex()}"
-        try:
-            os.mkdir(name, 0o700, dir_fd=parent_fd)
-            return name
-        except FileExistsError:
-            continue
-
-
 def _carried_pypanic(target: Target, private: PrivateDirectory) -> str:
     """The pypanic the payload falls back on, as the target sees it: the one installed with
     ncore when the target can read it there and nobody else can change it, else a copy in
@@ -295,71 +205,158 @@ def output_directory(target: Target, requested: str | None) -> str | None:
 
 
 class Handshake:
-    """The payload's answer: noticed, its dump made reachable for the operator, acknowledged.
+    """The request and the payload's answer, as ncore sees them in the private directory.
 
-    A payload in a process that is about to exit waits for the acknowledgement when the
-    dump must be copied out of the target's mount namespace first.
+    The request is ``params`` until the payload claims it (renamed ``taken``) or ncore
+    withdraws it (renamed ``withdrawn``): only one rename succeeds, so a request is never
+    both run and withdrawn. Once it has claimed the request, the payload writes ``started``
+    with the time its dump may take (pypanic's budget), then ``result``, its answer, and
+    waits for ``ack`` before it returns (or exits, for a panic).
     """
 
-    def __init__(self, target: Target, private: PrivateDirectory, copy_out: bool) -> None:
+    def __init__(self, target: Target, private: PrivateDirectory, copy_out: bool, deadline: float) -> None:
         self.target = target
         self.private = private
         self.copy_out = copy_out
+        self.deadline = deadline
         self.answer: dict[str, str] | None = None
         self.path: str | None = None
+        self.claimed_at: float | None = None
+        self.budget: float | None = None
+        """How long the dump may take once started, as the payload said."""
+        self.gave_up: str | None = None
+        """Why ncore stopped waiting: ``late`` or ``interrupted`` (the request was withdrawn
+        before the target took it) or ``overdue`` (the dump outlived its budget)."""
+        self.acknowledged = False
 
     def poll(self) -> bool:
+        """Whether the payload has answered; notes that it has claimed the request."""
         if self.answer is not None:
             return True
-        answer = self.private.read_result()
-        if answer is None:
+        if self.claimed_at is None and self.private.exists("taken"):
+            self.claimed_at = time.monotonic()
+        if self.claimed_at is not None and self.budget is None:
+            started = self.private.read("started")
+            if started:
+                self.budget = float(decode_fields(started).get("seconds", _BUDGET_SECONDS))
+        data = self.private.read("result")
+        if data is None:
             return False
+        answer = decode_fields(data)
         inside = answer.get("path")
         if inside is not None:
             self.path = _copy_out(self.target, inside) if self.copy_out else self.target.host_path(inside)
-        self.private.write("ack", b"")
         self.answer = answer
         return True
+
+    def acknowledge(self) -> None:
+        if not self.acknowledged:
+            try:
+                self.private.write("ack", b"")
+            except FileExistsError:
+                pass
+            self.acknowledged = True
+
+    def decide(self, now: float) -> None:
+        """Stop waiting when it is time: the request is withdrawn if the target has not
+        taken it by the deadline or ncore was asked to stop; a dump under way is waited
+        for until its budget (and a margin) runs out."""
+        if self.answer is not None or self.gave_up is not None:
+            return
+        stop = interrupts.requested()
+        if self.claimed_at is None and (stop is not None or now > self.deadline):
+            if self.private.rename("params", "withdrawn"):
+                self.gave_up = "late" if stop is None else "interrupted"
+            else:
+                self.claimed_at = now  # the payload took it just now
+            return
+        if self.claimed_at is not None:
+            due = self.claimed_at + (self.budget if self.budget is not None else _BUDGET_SECONDS) + _MARGIN_SECONDS
+            if now > max(due, self.deadline):
+                self.gave_up = "overdue"
 
 
 def take_dump(request: Request, progress: Callable[[str], None] = lambda step: None) -> Result:
     """Make process ``request.pid`` write a pypanic dump; raise an NcoreError when it cannot."""
     started = time.monotonic()
     deadline = started + request.timeout
+    _stop_if_asked(request.pid, "before ncore looked at it")
     target = inspect(request.pid)
     method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
     output_dir = output_directory(target, request.output_dir)
     progress("inspected")
-    private = PrivateDirectory(target)
+    place = Place(target)
+    lock = TargetLock(place, target)
     try:
-        copy_out = not request.keep_running and not target.same_mount_namespace
-        params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
-                  "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else 0),
-                  "probe": "1" if request.probe else None}  # fmt: skip
-        params["pypanic"] = _carried_pypanic(target, private)
-        private.write("params", encode_fields(params))
-        with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
-            private.write("payload.py", f.read())
-        code = injected_code(private.inside)
-        code_file = private.write("code.py", code)
-        injection = Injection(code, code_file, request.mode, deadline, script=f"{private.inside}/code.py")
-        handshake = Handshake(target, private, copy_out)
-        outcome = _run(method, target, injection, handshake)
-        progress("injected")
+        lock.acquire(deadline, lambda: interrupts.requested() is not None)
+        _wait_for_earlier_dumps(place, target, deadline)
+        _stop_if_asked(request.pid, "before ncore touched it")
+        private = PrivateDirectory(place, target, method.name)
+        handshake: Handshake | None = None
         try:
-            _wait_for_answer(target, handshake, outcome, deadline)
-            progress("answered")
-            return _result(request, target, handshake, outcome, skipped, started, output_dir, deadline)
-        except NcoreError as e:
-            e.transcript = e.transcript or outcome.transcript
-            raise
+            copy_out = not request.keep_running and not target.same_mount_namespace
+            params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
+                      "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else _ACK_SECONDS),
+                      "probe": "1" if request.probe else None}  # fmt: skip
+            params["pypanic"] = _carried_pypanic(target, private)
+            private.write("params", encode_fields(params))
+            with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
+                private.write("payload.py", f.read())
+            code = injected_code(private.inside)
+            code_file = private.write("code.py", code)
+            injection = Injection(code, code_file, request.mode, deadline, script=f"{private.inside}/code.py")
+            handshake = Handshake(target, private, copy_out, deadline)
+            outcome = _inject(method, target, injection, handshake)
+            private.write(QUEUED, b"")
+            progress("injected")
+            try:
+                _wait_for_answer(target, handshake, outcome)
+                progress("answered")
+                return _result(request, target, handshake, outcome, skipped, started, output_dir)
+            except NcoreError as e:
+                e.transcript = e.transcript or outcome.transcript
+                raise
+        finally:
+            private.release(remove=not _still_needed(handshake, private, target, method))
     finally:
-        private.remove()
+        lock.release()
+        place.close()
 
 
-def _run(method: Method, target: Target, injection: Injection, handshake: Handshake) -> Outcome:
+def _still_needed(handshake: Handshake | None, private: PrivateDirectory, target: Target, method: Method) -> bool:
+    """Whether the target may still use the private directory: a dump under way, or a
+    request it may still open the code of (ncore.methods.forget)."""
+    if handshake is None:
+        return False
+    if handshake.claimed_at is not None or private.exists("taken"):
+        return handshake.answer is None and target.alive()
+    return not forget(target.pid, method.name, f"{private.inside}/code.py")
+
+
+def _stop_if_asked(pid: int, when: str) -> None:
+    number = interrupts.requested()
+    if number is not None:
+        raise Interrupted(f"stopped by {interrupts.describe(number)} {when}: process {pid} was left as it was", number)
+
+
+def _wait_for_earlier_dumps(place: Place, target: Target, deadline: float) -> None:
+    """Sweep what ncores that are gone left behind, and wait while a dump of ``target`` one
+    of them started is still being written."""
+    while sweep(place, target, still_queued):
+        if time.monotonic() > deadline or interrupts.requested() is not None:
+            raise AlreadyTraced(
+                f"process {target.pid} is still writing a dump another ncore (now gone) asked for",
+                "wait for it to finish (its dump appears in the target's directory) and run ncore again",
+            )
+        time.sleep(_CHECK_SECONDS)
+
+
+def _inject(method: Method, target: Target, injection: Injection, handshake: Handshake) -> Outcome:
     """Run the method in a thread, so that a payload running inside the method's call (a
-    direct call) can be answered meanwhile."""
+    direct call) can be answered, acknowledged or given up on meanwhile."""
+    injection.answered = lambda: handshake.answer is not None
+    injection.wanted = lambda: handshake.gave_up is None
+    injection.acknowledge = handshake.acknowledge
     box: dict[str, object] = {}
     done = _thread.allocate_lock()
     done.acquire()
@@ -374,13 +371,15 @@ def _run(method: Method, target: Target, injection: Injection, handshake: Handsh
 
     _thread.start_new_thread(work, ())
     while not done.acquire(timeout=_POLL_SECONDS):
-        handshake.poll()
+        if handshake.poll() and not injection.acknowledged_by_method:
+            handshake.acknowledge()
+        handshake.decide(time.monotonic())
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["outcome"]  # type: ignore[return-value]
 
 
-def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome, deadline: float) -> None:
+def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome) -> None:
     next_check = 0.0
     while not handshake.poll():
         now = time.monotonic()
@@ -388,21 +387,47 @@ def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome, dea
             next_check = now + _CHECK_SECONDS
             if not target.alive():
                 if handshake.poll():
-                    return
+                    break
                 raise TargetExited(
                     f"process {target.pid} exited before it reported a dump ({outcome.path} call via {outcome.method})",
                     "look at the target's standard error for pypanic's log lines",
                 )
-        if now > deadline:
-            state = target.main_thread().describe(target.runtime)
-            raise TimedOut(
-                f"process {target.pid} did not run the dump in time: the code was queued as a {outcome.path} call "
-                f"because {outcome.why}, and the main thread is now {state}. The target was left running and the "
-                "queued call disarmed",
-                "a main thread stuck in a long C call that holds the GIL never reaches a safe point; try again "
-                "later or with a longer --timeout",
-            )
+        handshake.decide(now)
+        if handshake.gave_up is not None:
+            raise _given_up(target, handshake, outcome)
         time.sleep(_POLL_SECONDS)
+    handshake.acknowledge()
+
+
+def _given_up(target: Target, handshake: Handshake, outcome: Outcome) -> NcoreError:
+    """Why ncore stopped waiting, and what it left."""
+    pid = target.pid
+    if handshake.gave_up == "overdue":
+        budget = handshake.budget if handshake.budget is not None else _BUDGET_SECONDS
+        return TimedOut(
+            f"process {pid} started its dump but did not finish it within its time budget ({budget:g} s and a "
+            f"{_MARGIN_SECONDS:g} s margin); it was left to finish on its own, and its dump appears in its "
+            "directory when done",
+            "look at the target's standard error for pypanic's log lines; a dump that needs longer needs a larger "
+            "max_seconds (PYPANIC_MAX_SECONDS)",
+        )
+    queued = f"the code was queued as a {outcome.path} call because {outcome.why}"
+    if handshake.gave_up == "interrupted":
+        number = interrupts.requested() or 2
+        return Interrupted(
+            f"stopped by {interrupts.describe(number)} before process {pid} started its dump ({queued}); ncore "
+            "withdrew the request: the target was left running and will not dump",
+            number,
+        )
+    state = target.main_thread().describe(target.runtime)
+    if outcome.path == "direct":
+        state = f"still in the borrowed call, which has not reached the dump ({state}); it returns on its own"
+    return TimedOut(
+        f"process {pid} did not start the dump in time: {queued}, and the main thread is now {state}. ncore "
+        "withdrew the request: the target was left running and will not dump",
+        "a main thread stuck in a long C call that holds the GIL never reaches a safe point; try again "
+        "later or with a longer --timeout",
+    )
 
 
 def _result(
@@ -413,7 +438,6 @@ def _result(
     skipped: list[str],
     started: float,
     output_dir: str | None,
-    deadline: float,
 ) -> Result:
     answer = handshake.answer or {}
     if request.probe:
@@ -422,12 +446,19 @@ def _result(
         result = Result(target, "", outcome, skipped, answer.get("pypanic", "?"), False, started)
         result.facts = answer
         return result
-    if answer.get("error") or handshake.path is None:
+    error = answer.get("error")
+    if error is not None and error.startswith("NestedPanic"):
         raise DumpFailed(
-            f"process {target.pid} could not write its dump: {answer.get('error')}",
+            f"process {target.pid} was already writing a dump on its main thread, and the one asked for came "
+            f"inside it: {error}",
+            "run ncore again once that dump is written",
+        )
+    if error or handshake.path is None:
+        raise DumpFailed(
+            f"process {target.pid} could not write its dump: {error}",
             "check that the target's working directory (or --output-dir) is writable and has room",
         )
-    exited = False if request.keep_running else _wait_for_exit(target, until=min(time.monotonic() + 2, deadline))
+    exited = False if request.keep_running else _wait_for_exit(target, until=time.monotonic() + 2)
     result = Result(target, handshake.path, outcome, skipped, answer.get("pypanic", "?"), exited, started)
     if output_dir is not None and os.path.dirname(answer.get("path", "")) != output_dir:
         result.fell_back_from = request.output_dir

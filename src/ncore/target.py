@@ -81,6 +81,7 @@ class Target:
         maps: list[Mapping] | None = None,
         groups: frozenset[int] = frozenset(),
         capabilities: int = 0,
+        start_time: str = "",
     ) -> None:
         self.pid = pid
         self.comm = comm
@@ -102,6 +103,8 @@ class Target:
         """The processor the Python binary is built for (ELF e_machine)."""
         self.maps = maps or []
         """The process's mappings when it was inspected."""
+        self.start_time = start_time
+        """When the process started (/proc/PID/stat), which tells it from a later one with its pid."""
 
     @property
     def version_text(self) -> str:
@@ -190,6 +193,17 @@ def pypanic_mark(pid: int, maps: list[Mapping]) -> str | None:
             except OSError:
                 return ""
     return None
+
+
+def start_time_of(pid: int) -> str:
+    """Process ``pid``'s start time in clock ticks since boot, ``""`` when there is no such
+    process (or it is a zombie: it runs no more)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return "" if fields[0] in (b"Z", b"X") else fields[19].decode()
 
 
 def scheduler_state(pid: int, tid: int) -> str:
@@ -486,4 +500,5 @@ def inspect(pid: int) -> Target:
         maps=maps,
         groups=frozenset(int(g) for g in fields.get("Groups", "").split()),
         capabilities=int(fields.get("CapEff", "0"), 16),
+        start_time=start_time_of(pid),
     )

@@ -57,6 +57,10 @@ PYPANIC_KEYS = (
 as ``registered:<key>`` instead."""
 
 
+WRITE_MARGIN_SECONDS = 2.0
+"""How long after ``max_seconds`` a dump may still take to encode and write what it read
+in time (the README's figure; BENCHMARKS.md measures it)."""
+
 RESERVED_BYTES, RESERVED_SECONDS = 4096, 0.01
 """What each registered value keeps back for every registered value after it."""
 

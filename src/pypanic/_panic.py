@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 VERSION = "0.1.0"
 
-NCORE_PROTOCOL = 1
-"""The interface ncore's payload relies on: ``panic`` and ``dump`` take ``report``."""
+NCORE_PROTOCOL = 2
+"""The interface ncore's payload relies on: ``panic`` and ``dump`` take ``report``, and
+``time_budget`` says how long a dump may take."""
 
 
 class Panic(Exception):
@@ -81,6 +82,12 @@ def _write(
     log(level, f"writing {noun} to {path}" + (f" ({passed_over})" if passed_over else ""))
     log(level, f"finished writing {noun}")
     return path
+
+
+def time_budget() -> float:
+    """How long a dump started now may take, in seconds: its time limit (``max_seconds``)
+    and the margin for writing out what was read within it."""
+    return _config.resolve(shared()).max_seconds + _dump.WRITE_MARGIN_SECONDS
 
 
 def _enter(what: str) -> tuple[Registry, int]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from ncore.target import inspect
+
 from ..conftest import Processes
 from ..interpreters import CHROOT, ROOT, Interpreter, Workspace, missing
 
@@ -76,6 +78,19 @@ class Service:
         pytest.fail(f"process {self.pid} made no progress past {count} in {timeout} s")
 
 
+def wait_until_asleep(pid: int, timeout: float = 30) -> None:
+    """Wait until the main thread of ``pid`` sleeps in a system call, not waiting for the GIL
+    (after printing ``ready`` it may still be taking the GIL back from a busy thread)."""
+    target = inspect(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = target.main_thread().describe(target.runtime)
+        if state.startswith("blocked in"):
+            return
+        time.sleep(0.01)
+    pytest.fail(f"the main thread of {pid} never went to sleep")
+
+
 def wait_for_ready(process: subprocess.Popen[str], timeout: float = 60) -> None:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout)
@@ -88,11 +103,18 @@ def wait_for_ready(process: subprocess.Popen[str], timeout: float = 60) -> None:
 
 @pytest.fixture
 def start_service(processes: Processes, workspace_for: Any) -> Any:
-    """``start_service(interpreter, kind, with_pypanic=True)``: a ready Service, reaped at teardown."""
+    """``start_service(interpreter, kind, with_pypanic=True, prefix=(), env=None)``: a ready
+    Service, reaped at teardown."""
 
-    def start(interpreter: Interpreter, kind: str, with_pypanic: bool = True, prefix: tuple[str, ...] = ()) -> Service:
+    def start(
+        interpreter: Interpreter,
+        kind: str,
+        with_pypanic: bool = True,
+        prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> Service:
         space = workspace_for(interpreter)
-        argv = [*prefix, *space.command("service.py", kind, with_pypanic=with_pypanic)]
+        argv = [*prefix, *space.command("service.py", kind, env=env, with_pypanic=with_pypanic)]
         with open(space.host / "stderr", "w") as stderr:
             process = processes.start(argv, stderr=stderr)
         wait_for_ready(process)

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from ..interpreters import ALL, HOST, IN_CHROOT, SRC, Interpreter, missing
-from .conftest import Service, chroot_gdb, load_dump, run_ncore, wait_for_ready
+from .conftest import Service, chroot_gdb, load_dump, run_ncore, wait_for_ready, wait_until_asleep
 
 BLOCKED = ["sleep", "select", "event", "accept", "main-blocked-worker-busy"]
 RUNNING = ["busy", "both-busy", "churn"]
@@ -201,6 +201,7 @@ def test_a_crash_in_the_direct_call_gives_the_gil_back(processes, workspace_for,
     back, gives the GIL back and says so (exit 1); the busy worker goes on working instead
     of waiting for the GIL forever."""
     service = start_program(processes, workspace_for, CRASHING)
+    wait_until_asleep(service.pid)
     run = run_ncore("--method", method, "--keep-running", str(service.pid), gdb=chroot_gdb())
     assert run.returncode == 1, run.stdout + run.stderr
     assert "SIGSEGV" in run.record["error"] and "GIL" in run.record["error"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -162,61 +161,83 @@ def test_vector_state_survives_injections(processes, workspace_for, interpreter,
     service.assert_left_running()
 
 
-HANG = """
-import threading, time
+HOG_SECONDS = 4.0
+HOG = """
+import sys, threading, time, ctypes
+hold = float(sys.argv[1])
 def hog():
     time.sleep(0.2)
-    sum(range(10**15))
+    ctypes.PyDLL(None).usleep(int(hold * 1e6))  # a C call that keeps the GIL
 threading.Thread(target=hog, daemon=True).start()
 print("ready", flush=True)
+started = time.monotonic()
+time.sleep(hold + 2)
+print(f"slept {time.monotonic() - started:.3f}", flush=True)
 time.sleep(1000)
 """
 
 
-def test_a_direct_call_that_never_returns_times_out_and_lets_go(processes, workspace_for):
-    """The main thread sleeps while another thread holds the GIL for hours: the direct
-    call waits for the GIL forever. ncore gives up at --timeout, takes the thread back to
-    its sleep and detaches: exit 7, the target running, not stopped, not traced."""
+def leftovers(before: set[Path]) -> set[Path]:
+    """ncore's private directories in /tmp that were not there ``before``."""
+    return set(Path("/tmp").glob("ncore.*")) - before
+
+
+def test_a_direct_call_that_cannot_start_is_withdrawn_and_returns_on_its_own(processes, workspace_for):
+    """The main thread sleeps while another thread holds the GIL for seconds: the direct
+    call waits for it. ncore gives up at --timeout, withdraws the request and lets go
+    (exit 7); when the GIL comes free the borrowed call finds nothing to do, and the
+    thread goes back to its sleep, which lasts as long as asked. No dump, nothing left."""
     space = workspace_for(HOST[3])
-    process = processes.start([HOST[3].path, "-c", HANG], cwd=space.work)
+    before = set(Path("/tmp").glob("ncore.*"))
+    process = processes.start([HOST[3].path, "-c", HOG, str(HOG_SECONDS)], cwd=space.work)
     wait_for_ready(process)
     time.sleep(0.5)
-    started = time.monotonic()
-    run = ncore("--method", "ptrace", "--timeout", "3", str(process.pid))
+    run = ncore("--method", "ptrace", "--timeout", "2", str(process.pid))
     assert run.returncode == 7, run.stdout + run.stderr
-    assert time.monotonic() - started < 30
-    assert "did not return from PyGILState_Ensure" in run.record["error"]
-    assert "put the main thread back" in run.record["error"]
-    time.sleep(0.2)
+    assert "did not start the dump in time" in run.record["error"]
+    assert "still in the borrowed call" in run.record["error"]
+    assert "withdrew the request" in run.record["error"]
+    assert_left_running(process.pid)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert abs(float(line.split()[1]) - (HOG_SECONDS + 2)) < 0.5, line
     assert process.poll() is None
     assert_left_running(process.pid)
-    assert not list(space.work.glob("ncore.*"))
+    assert not list(space.work.glob("ncore.*")), "a withdrawn request wrote a dump"
+    assert not leftovers(before), "the borrowed call did not remove ncore's directory"
 
 
 SLOW_PAYLOAD = """
 import sys, time
 def hook(event, args):
     if event == "compile" and args[1] == "<ncore payload>":
-        time.sleep(6)
+        time.sleep(4)
 sys.addaudithook(hook)
 print("ready", flush=True)
 time.sleep(1000)
 """
 
 
-def test_a_direct_call_running_python_code_is_let_go_at_the_timeout(processes, workspace_for):
-    """The injected code itself runs past --timeout (an audit hook stalls it): ncore cannot
-    undo interpreter code midway, so it lets go of the thread mid-call (exit 7, not traced);
-    the code runs to its end and the return into the stub stops the process with SIGTRAP."""
+def test_a_direct_call_held_up_in_the_interpreter_is_let_go_and_finishes_on_its_own(processes, workspace_for):
+    """The injected code itself is held up past --timeout before the dump starts (an audit
+    hook stalls it): ncore withdraws the request and lets go of the thread mid-call (exit
+    7, not traced); the call then ends on its own and the process lives on, undumped."""
     space = workspace_for(HOST[3])
+    before = set(Path("/tmp").glob("ncore.*"))
     process = processes.start([HOST[3].path, "-c", SLOW_PAYLOAD], cwd=space.work)
     wait_for_ready(process)
     run = ncore("--method", "ptrace", "--timeout", "2", str(process.pid))
     assert run.returncode == 7, run.stdout + run.stderr
-    assert "did not return from PyRun_SimpleString" in run.record["error"]
-    assert "let go of it mid-call" in run.record["error"]
+    assert "withdrew the request" in run.record["error"]
     assert_left_running(process.pid)
-    assert process.wait(timeout=30) == -signal.SIGTRAP
+    deadline = time.monotonic() + 20
+    while leftovers(before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not leftovers(before), "the borrowed call did not end (its directory is still there)"
+    time.sleep(0.2)
+    assert process.poll() is None
+    assert_left_running(process.pid)
+    assert not list(space.work.glob("ncore.*"))
 
 
 SOAK = """

@@ -6,7 +6,9 @@ KIND is one of: busy, sleep, select, event, accept, main-blocked-worker-busy, bo
 churn, gil-hog (a C call that holds the GIL for hours). It registers state when pypanic
 is importable, prints ``ready`` once it is about to do its work, and, where it makes
 progress, writes a counter to the file ``progress`` in its working directory, so a test
-can see it still works after a snapshot.
+can see it still works after a snapshot. With SERVICE_SLOW_DUMP set to a number of seconds,
+it also registers a value whose ``__repr__`` spins that long, so that a dump takes that
+much longer (the time a test has to interrupt ncore in the middle of one).
 """
 
 import os
@@ -22,6 +24,15 @@ except ImportError:
     pypanic = None  # type: ignore[assignment]
 
 KIND = sys.argv[1]
+SLOW_DUMP = float(os.environ.get("SERVICE_SLOW_DUMP", "0"))
+
+
+class Slow:
+    def __repr__(self) -> str:
+        started = time.monotonic()
+        while time.monotonic() - started < SLOW_DUMP:
+            pass  # busy, not time.sleep: the dump must not replace the thread's restart record
+        return "slow"
 
 
 def record_progress(count: int) -> None:
@@ -66,6 +77,8 @@ def main() -> None:
     if pypanic is not None:
         pypanic.panicDbg.set("service.kind", KIND)
         pypanic.panicDbg.set("service.config", {"workers": 2, "tags": ("a", "b"), "limit": 1.5})
+        if SLOW_DUMP:
+            pypanic.panicDbg.set("service.slow", Slow())
     if KIND in ("main-blocked-worker-busy", "both-busy"):
         threading.Thread(target=spin, name="busy-worker", daemon=True).start()
     reader, _ = os.pipe()

@@ -39,7 +39,8 @@ MODES = ("auto", "pending", "direct")
 
 
 class Injection:
-    """What to run in the target: the code, as bytes and as a file the method may read."""
+    """What to run in the target: the code, as bytes and as a file the method may read, and
+    the session's side of a method that waits with the dump (a direct call)."""
 
     def __init__(self, code: bytes, code_file: str, mode: str, deadline: float, script: str = "") -> None:
         self.code = code
@@ -47,9 +48,17 @@ class Injection:
         """The code's file, as ncore sees it."""
         self.mode = mode
         self.deadline = deadline
-        """time.monotonic() by which the method must have let go of the target."""
+        """time.monotonic() by which the method must have set the call up."""
         self.script = script
         """The code's file, as the target sees it."""
+        self.answered: Callable[[], bool] = lambda: False
+        """Whether the payload has answered (its dump is written, or failed)."""
+        self.wanted: Callable[[], bool] = lambda: True
+        """Whether the session still waits for the dump (it gave up, or withdrew the request)."""
+        self.acknowledge: Callable[[], None] = lambda: None
+        """Let the payload return: it waits for this after answering."""
+        self.acknowledged_by_method = False
+        """Set by a method that acknowledges itself (it must catch the thread on its way back)."""
 
 
 class Outcome:
@@ -122,3 +131,23 @@ def choose(name: str, target: Target, make: Callable[[str], Method]) -> tuple[Me
         f"no injection method can serve process {target.pid}: " + "; ".join(reasons),
         "fix one of the reasons above, or pick another method with --method (" + known + ")",
     )
+
+
+def still_queued(pid: int, method: str, script: str) -> bool:
+    """Whether process ``pid`` may still open ``script`` (a path as it sees it) for a request
+    ``method`` sent: only a remote exec request reads its code from a file when it runs."""
+    if method != "remote-exec":
+        return False
+    from .remote_exec import still_pending
+
+    return still_pending(pid, script)
+
+
+def forget(pid: int, method: str, script: str) -> bool:
+    """Make sure process ``pid`` will not open ``script`` for a request it has not taken;
+    True when it will not (the directory holding the script may then go)."""
+    if method != "remote-exec":
+        return True
+    from .remote_exec import withdraw
+
+    return withdraw(pid, script)

@@ -6,7 +6,10 @@ target's own libraries. Inputs go in as gdb convenience variables, never as scri
 text. gdb before 14 cannot call functions on CPUs whose extended state is larger than
 it knows (AMX): the call fails and leaves the target hung with the GIL taken, so this
 method refuses such a gdb before attaching. Every run of gdb, ``--version`` included,
-ends by the request's deadline: a gdb still running then is killed with its process group.
+ends by the request's deadline: a gdb still running then is killed with its process group,
+unless it is attached and calling into the target (see ``Gdb._late``). gdb runs in a
+session of its own and writes to a file, so that whatever happens to ncore (Ctrl-C to its
+terminal, SIGKILL) gdb finishes its calls and detaches.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ _VERSIONS: dict[tuple[str, ...], tuple[int, int] | None] = {}
 _VERSION_SECONDS = 30.0
 """How long ``gdb --version`` may take when no deadline is given."""
 _SEE_OUTPUT = "run with -v to see gdb's output"
+_POLL_SECONDS = 0.002
 
 
 def scripts_dir() -> Path:
@@ -136,32 +140,49 @@ class Gdb:
 
     def inject(self, target: Target, injection: Injection) -> Outcome:
         argv = self.argv(target, injection)
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )  # fmt: skip
         lines: list[tuple[float, str]] = []
-        reader = threading.Thread(target=_read_lines, args=(process, lines), daemon=True)
-        reader.start()
-        try:
-            process.wait(timeout=max(injection.deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
-            _stop(process, target.pid)
-            reader.join(1)
-            late = TimedOut(
-                f"gdb did not finish within the time limit while injecting into process {target.pid}; "
-                "gdb was killed and the target left running",
-                "see the gdb output with -v; a longer --timeout may help a slow machine",
+        # A file, not a pipe: a gdb that outlives ncore must not die of SIGPIPE mid-call.
+        with tempfile.TemporaryFile() as output:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
             )
-            late.transcript = _transcript(argv, lines)
-            raise late from None
-        reader.join(max(injection.deadline - time.monotonic(), 0.5))
+            log = _Log(output.fileno())
+            while process.poll() is None:
+                log.read(lines)
+                if time.monotonic() > injection.deadline:
+                    raise self._late(process, target, argv, lines)
+                time.sleep(_POLL_SECONDS)
+            log.read(lines)
         transcript = _transcript(argv, lines)
         try:
             return self._outcome(target, transcript, lines, injection.mode)
         except NcoreError as e:
             e.transcript = transcript
             raise
+
+    def _late(
+        self, process: subprocess.Popen[bytes], target: Target, argv: list[str], lines: list[tuple[float, str]]
+    ) -> TimedOut:
+        """gdb is still at work at the deadline. Between attaching and detaching it makes
+        calls in the target, over breakpoints it put in: killed then, it would leave the
+        target to stop on one with SIGTRAP. So it is left to finish and detach on its own;
+        before it attached or once it detached, it is killed."""
+        marks = {line.split(" ", 2)[1] for _, line in lines if line.startswith("ncore: ")}
+        if "attached" in marks and "detached" not in marks:
+            late = TimedOut(
+                f"gdb did not finish within the time limit while injecting into process {target.pid}; it is in a "
+                f"call into the target, so it was left to finish and detach on its own (gdb is process {process.pid})",
+                "see the gdb output with -v; watch the target, and try again later or with a longer --timeout",
+            )
+        else:
+            _stop(process, target.pid)
+            late = TimedOut(
+                f"gdb did not finish within the time limit while injecting into process {target.pid}; "
+                "gdb was killed and the target left running",
+                "see the gdb output with -v; a longer --timeout may help a slow machine",
+            )
+        late.transcript = _transcript(argv, lines)
+        return late
 
     def _outcome(self, target: Target, transcript: list[str], lines: list[tuple[float, str]], mode: str) -> Outcome:
         marks = {line.split(" ", 2)[1]: (t, line) for t, line in lines if line.startswith("ncore: ")}
@@ -209,13 +230,25 @@ def _gdb_error(text: str) -> str:
     return lines[-1] if lines else "gdb printed nothing"
 
 
-def _read_lines(process: subprocess.Popen[str], lines: list[tuple[float, str]]) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        lines.append((time.monotonic(), line.rstrip("\n")))
+class _Log:
+    """gdb's output file, read as it grows: each complete line with the time it was seen."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.offset = 0
+        self.partial = b""
+
+    def read(self, lines: list[tuple[float, str]]) -> None:
+        data = os.pread(self.fd, 1 << 20, self.offset)
+        while data:
+            self.offset += len(data)
+            *complete, self.partial = (self.partial + data).split(b"\n")
+            now = time.monotonic()
+            lines.extend((now, line.decode(errors="replace")) for line in complete)
+            data = os.pread(self.fd, 1 << 20, self.offset)
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill_group(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     """Kill ``process`` and everything it started (it leads its own session), and reap it."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -224,7 +257,7 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
     process.wait()
 
 
-def _stop(process: subprocess.Popen[str], pid: int) -> None:
+def _stop(process: subprocess.Popen[bytes], pid: int) -> None:
     """Kill gdb (never the target) and make sure the target is not left stopped."""
     _kill_group(process)
     try:

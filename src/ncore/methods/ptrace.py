@@ -1,19 +1,35 @@
 """The ptrace method: make a CPython process run code with ptrace alone, no debugger installed.
 
-It borrows the target's main thread and nothing else: seize and interrupt it, save its
-general registers and its whole extended (floating-point and vector) state, write a stub
-over the program's entry point (code that runs once, at startup) and drive calls through
-it: ``syscall; int3`` for a system call, ``call *%rax; int3`` for a function. It follows
-inject.gdb's safety rule to choose a pending or a direct call, then puts back the stub
-bytes, the registers (so the kernel restarts an interrupted system call) and the extended
-state, and detaches. Everything that differs between processor architectures is data (a
-Machine); x86_64 is filled in.
+It borrows the target's main thread and nothing else. It seizes and interrupts the thread,
+saves its general registers, its extended (floating-point and vector) state and its signal
+mask, and writes a signal frame below the thread's stack (ncore.methods.frame). Every call
+the thread is then made to run returns into ``rt_sigreturn`` from that frame, so the
+thread always has its own way back: if ncore dies, at any moment and by any signal, the
+call finishes and the thread resumes where it was stopped, as after a signal handler.
+While ncore lives it catches the thread on that way back and restores it exactly itself:
+an interrupted system call is made again, and select and poll, which restart with the time
+they had left, lose the time the thread was borrowed.
 
-Waits keep their length: a timed wait interrupted by a direct call restarts towards its
-first deadline, and select and poll, which restart with the time they had left, lose the
-time the thread was borrowed. One case escapes: a relative nanosleep made in C (libc's
-sleep) returns early with EINTR, as if a signal had come, when the borrowed code itself
-calls a nanosleep, because the kernel keeps one restart record per thread.
+Nothing of the program is overwritten. The first call (mmap) runs through code the C
+library already has (``syscall; ret``, and ``__restore_rt`` as its return); the page it
+maps holds the code to run and the return of every later call. It follows inject.gdb's
+safety rule to choose a pending or a direct call. A pending call is queued and the thread
+given back at once. A direct call runs as one piece of code (take the GIL, run, give the
+GIL back, unmap the page, return), with every signal held off the thread until it is
+back, as a handler's mask holds them; ncore stays attached, to take a crashed call back
+and to restore the thread exactly when the dump has answered, and lets go of a call it no
+longer waits for, which then finishes and returns on its own.
+
+ncore is never needed for the thread to get back, so there is no window to protect. Its
+death costs at most the exact restart: the frame's way back restarts what the kernel
+restarts after a handler with SA_RESTART, and sleeps, select and poll return EINTR, which
+CPython retries with the time left. A relative nanosleep made in C (libc's sleep) returns
+early then, as it does when the borrowed code itself sleeps (the kernel keeps one restart
+record per thread; pypanic's dump never sleeps). A thread with a shadow stack (CET) is
+refused: a return into a frame it did not call would fault.
+
+Everything that differs between processor architectures is data (a Machine) or lives in
+the frame module; x86_64 is filled in.
 """
 
 from __future__ import annotations
@@ -25,35 +41,49 @@ import struct
 import time
 
 from .. import arch
-from ..errors import MethodUnavailable, NcoreError, NoSuchProcess, PermissionDenied, TargetExited, TimedOut
-from ..target import Mapping, Target, attach_refused, permission_hint
+from ..elf import ET_DYN, NotElf, read_elf
+from ..errors import MethodUnavailable, NcoreError, NoSuchProcess, TargetExited, TimedOut
+from ..memory import Memory
+from ..target import Mapping, Target, attach_refused, mappings, permission_hint
 from . import Injection, Outcome, explain
+from .frame import RETURNED_CODE, RETURNED_SYSCALL_END, SIGRETURN_CODE, SYSCALL_RET_CODE, DirectCall, Frame, restarted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
+    from collections.abc import Callable
     from types import TracebackType
 
 _PTRACE_PEEKTEXT = 1
 _PTRACE_POKETEXT = 4
 _PTRACE_CONT = 7
 _PTRACE_DETACH = 17
+_PTRACE_SYSCALL = 24
 _PTRACE_GETSIGINFO = 0x4202
 _PTRACE_GETREGSET = 0x4204
 _PTRACE_SETREGSET = 0x4205
 _PTRACE_SEIZE = 0x4206
 _PTRACE_INTERRUPT = 0x4207
+_PTRACE_GETSIGMASK = 0x420A
+_PTRACE_SETSIGMASK = 0x420B
+_PTRACE_GET_SYSCALL_INFO = 0x420E
+_PTRACE_O_TRACESYSGOOD = 1
 _PTRACE_EVENT_STOP = 128
+_SYSCALL_STOP = 0x85
+"""SIGTRAP | 0x80: how a syscall stop shows in a wait status (PTRACE_O_TRACESYSGOOD)."""
+_SYSCALL_ENTRY, _SYSCALL_EXIT = 1, 2
 _NT_PRSTATUS = 1
 _WALL = 0x40000000
-_AT_ENTRY = 9
 _MAX_REGSET_BYTES = 1 << 16
 """The buffer offered for a register set; the kernel says how much of it the set takes."""
 _RESCUE_SECONDS = 2.0
-"""After the deadline: how long the thread gets to stop again, and a cleanup call to finish."""
+"""After the deadline: how long the thread gets to stop, or a rescued call to come back."""
 _WORD = 8
+_EVERY_SIGNAL = (1 << 64) - 1
+"""The mask a borrowed call runs under (the kernel leaves SIGKILL and SIGSTOP out)."""
 _RESTARTS = frozenset({-512, -513, -514})
 """The kernel's ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND: the interrupted call will be made again."""
+_LIBC_NAMES = ("libc.so", "libc-", "ld-musl-")
 
 
 class Machine:
@@ -70,37 +100,26 @@ class Machine:
     pc: str
     sp: str
     result: str
+    """Where a function's result is, once it has returned into the page's return code."""
     interrupted_syscall: str
     """Holds the system call the thread is in (negative outside one); -1 while the thread
-    is borrowed, so that the kernel restarts no system call under the stub."""
+    is borrowed, so that the kernel restarts no system call under a borrowed call."""
     call_args: tuple[str, ...]
     syscall_args: tuple[str, ...]
     syscall_number: str
-    syscall_stub: bytes
-    callee: str
-    call_stub: bytes
-    """Calls the function whose address is in ``callee``. Both stubs end in a breakpoint."""
-    red_zone: int
-    stack_alignment: int
-    """Of the stack pointer before the stub's call instruction."""
     flags: str
     clear_flags: int
     """Bits of the ``flags`` register a called function must find clear."""
     mmap: int
     munmap: int
     futex: int
+    sigreturn: int
     rewritten_timeouts: tuple[tuple[int, int, int], ...]
     """System calls that, interrupted, write the time left into the caller's timeout and
     restart with it: (number, argument index, units per second of the struct's second
     field: 10**6 for a timeval, 10**9 for a timespec; both are two 64-bit integers)."""
-    trap_signal: int
-    """The signal a breakpoint raises (SIGTRAP)."""
     fault_signals: frozenset[int]
     """The signals a crashing call raises (SIGILL, SIGBUS, SIGFPE, SIGSEGV)."""
-
-    @property
-    def stub(self) -> bytes:
-        return self.syscall_stub + self.call_stub
 
 
 class X86_64Machine(Machine):
@@ -112,23 +131,18 @@ class X86_64Machine(Machine):
     extended_regset = 0x202  # NT_X86_XSTATE
     pc = "rip"
     sp = "rsp"
-    result = "rax"
+    result = "rdi"
     interrupted_syscall = "orig_rax"
     call_args = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
     syscall_args = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
     syscall_number = "rax"
-    syscall_stub = b"\x0f\x05\xcc"  # syscall; int3
-    callee = "rax"
-    call_stub = b"\xff\xd0\xcc"  # call *%rax; int3
-    red_zone = 128
-    stack_alignment = 16
     flags = "eflags"
     clear_flags = 0x400  # the direction flag
     mmap = 9
     munmap = 11
     futex = arch.FUTEX["x86_64"]
+    sigreturn = 15
     rewritten_timeouts = ((23, 4, 10**6), (270, 4, 10**9), (271, 2, 10**9))  # select, pselect6, ppoll
-    trap_signal = 5
     fault_signals = frozenset({4, 7, 8, 11})
 
 
@@ -146,7 +160,7 @@ class _Exited(Exception):
 
 class _Fault(Exception):
     """A borrowed call crashed: the kernel sent the thread the fault signal numbered in
-    ``args[0]`` during the call named in ``args[1]``."""
+    ``args[0]`` during the call named in ``args[1]``; the thread was taken back."""
 
 
 class _Kernel:
@@ -180,6 +194,23 @@ class _Kernel:
         vector = self._iovec(buffer, len(data))
         self.ptrace(_PTRACE_SETREGSET, pid, kind, self.ctypes.addressof(vector))
 
+    def sigmask(self, pid: int) -> int:
+        mask = self.ctypes.c_uint64()
+        self.ptrace(_PTRACE_GETSIGMASK, pid, 8, self.ctypes.addressof(mask))
+        return int(mask.value)
+
+    def set_sigmask(self, pid: int, value: int) -> None:
+        mask = self.ctypes.c_uint64(value)
+        self.ptrace(_PTRACE_SETSIGMASK, pid, 8, self.ctypes.addressof(mask))
+
+    def syscall_stop(self, pid: int) -> tuple[int, int, int]:
+        """(entry or exit, the call's number at entry or its result at exit, the
+        instruction pointer) of a thread in a syscall stop."""
+        buffer = self.ctypes.create_string_buffer(88)
+        self.ptrace(_PTRACE_GET_SYSCALL_INFO, pid, 88, self.ctypes.addressof(buffer))
+        op, ip, value = struct.unpack_from("<B7xQ8xq", buffer.raw)
+        return op, value, ip
+
     def signal_code(self, pid: int) -> int:
         """si_code of the signal the thread is stopped for (positive: sent by the kernel)."""
         buffer = self.ctypes.create_string_buffer(128)
@@ -200,18 +231,14 @@ def _kernel() -> _Kernel:
     return _KERNEL[0]
 
 
-class Memory:
-    """The target's memory: /proc/PID/mem, or PTRACE_POKETEXT where the kernel forbids
-    writing read-only text through it (proc_mem.force_override=never)."""
+class TracedMemory(Memory):
+    """The memory of a traced process: /proc/PID/mem, or PTRACE_POKETEXT where the kernel
+    forbids writing read-only memory through it (proc_mem.force_override=never)."""
 
     def __init__(self, pid: int, kernel: _Kernel) -> None:
-        self.pid = pid
+        super().__init__(pid)
         self.kernel = kernel
-        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
         self.poking = False
-
-    def read(self, address: int, size: int) -> bytes:
-        return os.pread(self.fd, size, address)
 
     def write(self, address: int, data: bytes) -> None:
         if not self.poking:
@@ -238,9 +265,6 @@ class Memory:
                 value = old[: low - word] + data[low - address : high - address] + old[high - word :]
             self.kernel.ptrace(_PTRACE_POKETEXT, self.pid, word, int.from_bytes(value, "little"))
 
-    def close(self) -> None:
-        os.close(self.fd)
-
 
 def functions(target: Target, machine: Machine) -> dict[str, int]:
     """Where the Py* functions are in the target, once its binary is known to suit this processor."""
@@ -253,17 +277,65 @@ def functions(target: Target, machine: Machine) -> dict[str, int]:
     return target.functions
 
 
-def stub_address(pid: int, machine: Machine, maps: list[Mapping]) -> int:
-    """The program's entry point (AT_ENTRY): executable, and run only once, at startup."""
-    with open(f"/proc/{pid}/auxv", "rb") as f:
-        auxv = f.read()
-    entry = int(dict(struct.iter_unpack("<QQ", auxv[: len(auxv) // 16 * 16])).get(_AT_ENTRY, 0))
-    if not any(m.start <= entry and entry + len(machine.stub) <= m.end and "x" in m.perms for m in maps):
-        raise NcoreError(
-            f"process {pid}'s entry point ({entry:#x}) is not in executable memory: nowhere to put the call stub",
-            "use --method gdb",
-        )
-    return entry
+class Gadgets:
+    """Code the target already has that borrowed calls run through, and errno's getter."""
+
+    def __init__(self, syscall_ret: int, sigreturn: int, errno_location: int | None) -> None:
+        self.syscall_ret = syscall_ret
+        """``syscall; ret``."""
+        self.sigreturn = sigreturn
+        """``__restore_rt``: ``rt_sigreturn`` with the stack pointer where a returning call leaves it."""
+        self.errno_location = errno_location
+
+
+def find_gadgets(pid: int, maps: list[Mapping]) -> Gadgets | str:
+    """The code a borrowed call needs, found in the C library's executable mappings (then
+    in the others'); or why it is not there."""
+    executable = [m for m in maps if "x" in m.perms and m.path.startswith("/")]
+    executable.sort(key=lambda m: not any(name in os.path.basename(m.path) for name in _LIBC_NAMES))
+    found: dict[bytes, int] = {}
+    with Memory(pid) as memory:
+        for mapping in executable:
+            try:
+                text = memory.read(mapping.start, mapping.end - mapping.start)
+            except OSError:
+                continue
+            for code in (SYSCALL_RET_CODE, SIGRETURN_CODE):
+                at = text.find(code)
+                if at >= 0 and code not in found:
+                    found[code] = mapping.start + at
+            if len(found) == 2:
+                break
+    if len(found) < 2:
+        return f"process {pid}'s C library has no rt_sigreturn return code (not glibc or musl?); use --method gdb"
+    return Gadgets(found[SYSCALL_RET_CODE], found[SIGRETURN_CODE], _errno_location(pid, maps))
+
+
+def _errno_location(pid: int, maps: list[Mapping]) -> int | None:
+    """Where ``__errno_location`` is in the target's C library, None if it cannot be read."""
+    for mapping in maps:
+        if mapping.offset == 0 and any(name in os.path.basename(mapping.path) for name in _LIBC_NAMES):
+            for opened in (f"/proc/{pid}/map_files/{mapping.name}", f"/proc/{pid}/root{mapping.path}"):
+                try:
+                    elf = read_elf(opened, frozenset({"__errno_location"}))
+                except (OSError, NotElf):
+                    continue
+                symbol = elf.symbols.get("__errno_location")
+                if symbol is None:
+                    return None
+                bias = mapping.start - (elf.first_load_vaddr & ~0xFFF) if elf.type == ET_DYN else 0
+                return bias + symbol.value
+    return None
+
+
+def shadow_stack(pid: int) -> bool:
+    """Whether the main thread runs with a shadow stack (x86 CET), as Linux 6.6+ reports."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            line = next((line for line in f if line.startswith("x86_Thread_features:")), "")
+    except OSError:
+        return False
+    return "shstk" in line.split()
 
 
 def _signed(value: int, bits: int = 64) -> int:
@@ -272,220 +344,368 @@ def _signed(value: int, bits: int = 64) -> int:
 
 
 class Tracee:
-    """The target's main thread, seized and stopped; a context that always gives it back.
+    """The target's main thread, seized; a context that always gives it back.
 
-    On leaving, the stub bytes, registers and extended state are restored and the thread
-    detached; signals that arrived meanwhile are sent again. A call still running at the
-    deadline is stopped: one that can be abandoned is, and the thread put back where it
-    was; one running interpreter code (``holds``) cannot be undone, and is let go.
+    ``state`` says where the thread is: ``home`` (stopped, its registers its own),
+    ``returned`` (stopped on the way back from a call, where resuming it as it is restores
+    it from the frame), ``running`` (in a call, or stopped in one), ``gone`` (exited).
+    On leaving, a thread at home or on its way back is restored exactly and detached; one
+    in a call is let go, and finishes it and returns on its own.
     """
 
-    def __init__(self, target: Target, machine: Machine, stub: int, deadline: float, transcript: list[str]) -> None:
+    def __init__(
+        self, target: Target, machine: Machine, gadgets: Gadgets, deadline: float, transcript: list[str]
+    ) -> None:
         self.pid = target.pid
         self.uid = target.uid
+        self.maps = target.maps
         self.machine = machine
-        self.stub = stub
+        self.gadgets = gadgets
         self.deadline = deadline
         self.transcript = transcript
         self.kernel = _kernel()
         self.general_size = _WORD * len(machine.registers)
+        self.state = "free"
+        self.stopped = False
         self.signals: list[int] = []
+        """Signals that could not be held off and were kept from the thread, to send again."""
         self.calling = ""
-        self.holds = False
-        self.overdue = ""
-        """The call during which the deadline passed."""
-        self.stuck = False
-        """The deadline passed with the thread stopped in the middle of a call."""
-        self.late = False
-        """The deadline passed, but the thread is back at a breakpoint: only cleanup calls run."""
         self.registers: bytes | None = None
         self.extended: bytes | None = None
-        self.original_stub: bytes | None = None
+        self.sigmask = 0
+        self.blocked = False
+        """Whether every signal is held off the thread (for a call; the frame restores its mask)."""
+        self.frame: Frame | None = None
+        self.page: int | None = None
+        """The page's return code, once the page is mapped."""
+        self.returns: set[int] = set()
+        """Where a returning call stops: right after the ``syscall`` of an rt_sigreturn code."""
         self.stopped_at = 0.0
         self.released_at: float | None = None
 
     def __enter__(self) -> Tracee:
         try:
-            self.memory = Memory(self.pid, self.kernel)
+            self.memory = TracedMemory(self.pid, self.kernel)
         except OSError as e:
             raise self._attach_error(e) from None
         try:
-            self.kernel.ptrace(_PTRACE_SEIZE, self.pid)
+            self.kernel.ptrace(_PTRACE_SEIZE, self.pid, 0, _PTRACE_O_TRACESYSGOOD)
         except OSError as e:
             self.memory.close()
             raise self._attach_error(e) from None
         self.stopped_at = time.monotonic()
         try:
             self.kernel.ptrace(_PTRACE_INTERRUPT, self.pid)
-            self._wait_for_stop(self.deadline, None, interrupted=True)
+            self.state = "running"  # not stopped yet: let go if it never stops
+            self._wait_for_interrupt(self.deadline)
+            self.state = "home"
             self.registers = self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size)
             self.extended = self.kernel.get_regset(self.pid, self.machine.extended_regset, _MAX_REGSET_BYTES)
-            self.original_stub = self.memory.read(self.stub, len(self.machine.stub))
-            self.memory.write(self.stub, self.machine.stub)
+            self.sigmask = self.kernel.sigmask(self.pid)
+            self._place_frame()
         except BaseException as e:
             self.__exit__(type(e), e, e.__traceback__)
             raise
         how = "PTRACE_POKETEXT" if self.memory.poking else f"/proc/{self.pid}/mem"
+        assert self.frame is not None
         self.transcript.append(
-            f"seized and interrupted thread {self.pid}; saved its registers and {len(self.extended)} bytes of "
-            f"extended state; stub at {self.stub:#x} (entry point) through {how}"
+            f"seized and interrupted thread {self.pid}; saved its registers, {len(self.extended)} bytes of extended "
+            f"state and its signal mask; its way back at {self.frame.address:#x} (its stack) through {how}"
         )
         return self
+
+    def _place_frame(self) -> None:
+        """Write the frame below the thread's red zone; refuse when its stack has no room mapped."""
+        assert self.extended is not None
+        saved = self.saved_registers()
+        frame = Frame(saved[self.machine.sp], len(self.extended))
+        stack = _mapping_at(self.pid, self.maps, saved[self.machine.sp])
+        if stack is None or frame.address < stack.start:
+            raise NcoreError(
+                f"the main thread of process {self.pid} has no room mapped below its stack pointer for ncore's way "
+                "back; nothing was changed in it",
+                "use --method gdb",
+            )
+        self.memory.write(frame.address, frame.build(saved, self.extended, self.sigmask, self.gadgets.sigreturn))
+        self.frame = frame
+        self.returns = {self.gadgets.sigreturn + len(SIGRETURN_CODE)}
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         try:
-            if isinstance(error, _Exited):
-                return
-            if isinstance(error, _Late) and not self.calling:
-                raise TimedOut(
-                    f"process {self.pid}'s main thread did not stop for ncore within the time limit (an "
-                    "uninterruptible wait?); nothing was changed in it",
-                    "look at its state in /proc/PID/stat and /proc/PID/stack; try again later",
-                )
-            if isinstance(error, _Late) and self.stuck and self.holds:
-                self.kernel.ptrace(_PTRACE_DETACH, self.pid)
-                raise TimedOut(
-                    f"process {self.pid} did not return from {self.overdue} within the time limit. It runs "
-                    "interpreter code there, which cannot be undone midway, so ncore let go of it mid-call: when "
-                    "the call returns, the process stops with SIGTRAP",
-                    "a longer --timeout lets a slow dump finish; look at the target's standard error",
-                )
-            self._restore()
-            self.kernel.ptrace(_PTRACE_DETACH, self.pid)
-            self.released_at = time.monotonic()
-            self.transcript.append(f"restored and detached; the thread was borrowed for {self.borrowed_ms():.1f} ms")
-            for number in self.signals:
-                os.kill(self.pid, number)
-            if self.signals:
-                counts = {number: self.signals.count(number) for number in self.signals}
-                numbers = ", ".join(f"{n}" if c == 1 else f"{n} ({c} times)" for n, c in counts.items())
-                self.transcript.append(f"sent again the signals that arrived meanwhile: {numbers}")
-            if isinstance(error, _Late) and self.stuck:
-                raise TimedOut(
-                    f"process {self.pid} did not return from {self.overdue} within the time limit; ncore abandoned "
-                    "the call, put the main thread back where it was and detached",
-                    "the abandoned call may have left the interpreter inconsistent (a lock half-taken); "
-                    "watch the target, and try again later or with a longer --timeout",
-                )
-            if isinstance(error, _Late):
-                raise TimedOut(
-                    f"the time limit passed while process {self.pid} ran {self.overdue}; ncore undid what it had "
-                    "started, put the main thread back where it was and detached",
-                    "try again, with a longer --timeout",
-                )
+            if self.state in ("home", "returned"):
+                self._restore()
+            elif self.state == "running":
+                self._let_go()
+        except _Exited:
+            pass
         finally:
             self.memory.close()
+        if isinstance(error, _Late) and self.calling == "":
+            raise TimedOut(
+                f"process {self.pid}'s main thread did not stop for ncore within the time limit (an "
+                "uninterruptible wait?); nothing was changed in it",
+                "look at its state in /proc/PID/stat and /proc/PID/stack; try again later",
+            )
+        if isinstance(error, _Late):
+            raise TimedOut(
+                f"process {self.pid} did not return from {self.calling} within the time limit; ncore let go of it, "
+                "and its main thread finishes the call and goes back to where it was on its own",
+                "watch the target; try again later or with a longer --timeout",
+            )
 
     def borrowed_ms(self) -> float:
         return ((self.released_at or time.monotonic()) - self.stopped_at) * 1000
 
-    def call(
-        self, name: str, address: int, *args: int, void: bool = False, holds: bool = False, cleanup: bool = False
-    ) -> int:
-        """Call the function at ``address`` with integer arguments; its int result.
+    def saved_registers(self) -> dict[str, int]:
+        assert self.registers is not None
+        return self._unpack(self.registers)
 
-        ``holds=True``: the function runs interpreter code and cannot be abandoned midway;
-        ``cleanup=True``: it runs even after the deadline (given a short grace of its own).
-        """
-        machine = self.machine
-        values = dict(zip(machine.call_args, args))
-        values[machine.callee] = address
-        result = _signed(self._run(name, len(machine.syscall_stub), values, holds, cleanup), 32)
-        self.transcript.append(f"{name}({', '.join(_show(a) for a in args)})" + ("" if void else f" = {result}"))
-        return result
+    # -- calls ------------------------------------------------------------------------
 
-    def syscall(self, name: str, number: int, *args: int, cleanup: bool = False) -> int:
-        """Make system call ``number``; its result (negative: -errno)."""
+    def syscall(self, name: str, number: int, *args: int) -> int:
+        """Make system call ``number`` through the C library's ``syscall; ret``; its result (-errno)."""
         values = dict(zip(self.machine.syscall_args, args))
         values[self.machine.syscall_number] = number
-        result = _signed(self._run(name, 0, values, False, cleanup))
+        result = self._call(name, self.gadgets.syscall_ret, values, self.gadgets.sigreturn, number)
         self.transcript.append(f"{name}({', '.join(_show(a) for a in args)}) = {_show(result)}")
         return result
 
-    def _run(self, name: str, offset: int, values: dict[str, int], holds: bool, cleanup: bool) -> int:
-        """Run the stub at ``offset`` with these registers set; the result register at its breakpoint."""
-        assert self.registers is not None
+    def call(self, name: str, address: int, *args: int, void: bool = False) -> int:
+        """Call the function at ``address`` with integer arguments; its int result. The page must be mapped."""
+        assert self.page is not None
+        values = dict(zip(self.machine.call_args, args))
+        result = _signed(self._call(name, address, values, self.page, None), 32)
+        self.transcript.append(f"{name}({', '.join(_show(a) for a in args)})" + ("" if void else f" = {result}"))
+        return result
+
+    def use_page(self, page: int, returned: int) -> None:
+        """Calls now return into the code at ``returned`` (RETURNED_CODE) in the mapped ``page``."""
+        self.page = page + returned
+        self.returns.add(self.page + RETURNED_SYSCALL_END)
+
+    def _call(self, name: str, address: int, values: dict[str, int], return_to: int, syscall: int | None) -> int:
+        """Run the code at ``address`` with these registers, returning into ``return_to``; the
+        result of system call ``syscall`` made on the way, or the result register's value."""
+        assert self.frame is not None
+        if self.state not in ("home", "returned"):
+            raise NcoreError(f"cannot call {name}: the thread is {self.state}")
+        self.calling = name
+        self.memory.write(self.frame.address, struct.pack("<Q", return_to))
+        self._start(address, self.frame.address, values, _PTRACE_SYSCALL)
+        return self._until_returned(self.deadline, syscall)
+
+    def launch(self, name: str, address: int) -> None:
+        """Start the code at ``address`` (a DirectCall) with the stack at the frame's
+        ucontext, and let it run without stopping at its system calls."""
+        assert self.frame is not None
+        self.calling = name
+        self._start(address, self.frame.ucontext, {}, _PTRACE_CONT)
+        self.transcript.append(f"started {name}: the thread runs it and returns on its own")
+
+    def _start(self, address: int, stack: int, values: dict[str, int], resume: int) -> None:
         machine = self.machine
-        if self.late and not cleanup:
-            raise _Late
-        self.calling, self.holds = name, holds
-        registers = self._unpack(self.registers)
+        registers = self.saved_registers()
         registers.update(values)
-        registers[machine.pc] = self.stub + offset
-        registers[machine.sp] = (registers[machine.sp] - machine.red_zone) & -machine.stack_alignment
+        registers[machine.pc] = address
+        registers[machine.sp] = stack
         registers[machine.interrupted_syscall] = -1
         registers[machine.flags] &= ~machine.clear_flags
         self.kernel.set_regset(self.pid, _NT_PRSTATUS, self._pack(registers))
-        trap = self.stub + {0: len(machine.syscall_stub), len(machine.syscall_stub): len(machine.stub)}[offset]
-        deadline = max(self.deadline, time.monotonic() + _RESCUE_SECONDS) if cleanup else self.deadline
-        self.kernel.ptrace(_PTRACE_CONT, self.pid)
-        try:
-            self._wait_for_stop(deadline, trap, interrupted=False)
-        except _Late:
-            self.overdue = name
-            self.kernel.ptrace(_PTRACE_INTERRUPT, self.pid)
-            try:
-                returned = self._wait_for_stop(time.monotonic() + _RESCUE_SECONDS, trap, interrupted=True)
-            except _Late:
-                raise TimedOut(
-                    f"process {self.pid} did not return from {name} within the time limit and could not be "
-                    "stopped again; ncore let go of it mid-call",
-                    "the target may be hung; look at /proc/PID/stack, and at its standard error",
-                ) from None
-            if not returned:
-                self.stuck = True
-                raise
-            self.late = True
-        return self._unpack(self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size))[machine.result]
+        # Only now that the thread would go into the call: were ncore to die before this, it
+        # would resume at home, where a changed mask would stay.
+        if not self.blocked:
+            self.kernel.set_sigmask(self.pid, _EVERY_SIGNAL)
+            self.blocked = True
+        self.state = "running"
+        self._resume(resume)
 
-    def _wait_for_stop(self, deadline: float, trap: int | None, interrupted: bool) -> bool:
-        """Wait until the thread stops at ``trap`` (True), or, when ``interrupted``, for the
-        stop PTRACE_INTERRUPT asked for (False). Other signals are noted, to be sent again;
-        a fault in a call raises _Fault."""
+    def _until_returned(self, deadline: float, syscall: int | None) -> int:
+        """Follow the thread's system calls until it is on its way back from the call."""
+        result = entered = 0
+        while True:
+            status = self._next_stop(deadline)
+            if status >> 8 == _SYSCALL_STOP:
+                op, value, ip = self.kernel.syscall_stop(self.pid)
+                if op == _SYSCALL_ENTRY and value == self.machine.sigreturn and ip in self.returns:
+                    self.state = "returned"
+                    if syscall is not None:
+                        return result
+                    registers = self._unpack(self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size))
+                    return registers[self.machine.result]
+                if op == _SYSCALL_ENTRY:
+                    entered = value
+                elif entered == syscall:
+                    result = value
+            else:
+                self._other_stop(status)
+            self._resume(_PTRACE_SYSCALL)
+
+    def watch(self, answered: Callable[[], bool], wanted: Callable[[], bool]) -> bool:
+        """While a launched call runs: wait until ``answered()`` (True) or until it is no
+        longer ``wanted()`` (False). A call that crashes is taken back (_Fault)."""
+        while True:
+            status = self._poll_stop(float("inf"), lambda: answered() or not wanted())
+            if status is None:
+                return answered()
+            if status >> 16 == _PTRACE_EVENT_STOP:
+                self._resume(_PTRACE_CONT)
+                continue
+            self._take_back_if_crashed(status)
+            self._resume(_PTRACE_CONT)
+
+    def finish(self, acknowledge: Callable[[], None]) -> None:
+        """The launched call has answered: catch it on its way back (the payload waits for
+        ``acknowledge`` before it returns), so that it is restored exactly."""
+        self._interrupt(time.monotonic() + _RESCUE_SECONDS)
+        assert self.frame is not None
+        stack = self._unpack(self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size))[self.machine.sp]
+        acknowledge()
+        if stack > self.frame.ucontext:
+            self.state = "home"  # it came back on its own before ncore caught it
+            return
+        self._resume(_PTRACE_SYSCALL)
+        self._until_returned(time.monotonic() + _RESCUE_SECONDS, None)
+
+    def _take_back_if_crashed(self, status: int) -> None:
+        """A fault in the launched call: the thread skips to the call's end (GIL given back,
+        page unmapped), comes back, and _Fault is raised; any other signal is kept."""
+        number = os.WSTOPSIG(status)
+        if number not in self.machine.fault_signals or self.kernel.signal_code(self.pid) <= 0:
+            self.signals.append(number)
+            return
+        assert self.frame is not None and self.tail is not None
+        registers = self._unpack(self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size))
+        registers[self.machine.pc] = self.tail
+        registers[self.machine.sp] = self.frame.ucontext
+        self.kernel.set_regset(self.pid, _NT_PRSTATUS, self._pack(registers))
+        self._resume(_PTRACE_SYSCALL)
+        self._until_returned(time.monotonic() + _RESCUE_SECONDS, None)
+        raise _Fault(number, self.calling)
+
+    tail: int | None = None
+    """Where a crashed launched call is taken to (its DirectCall's tail)."""
+
+    # -- stops ------------------------------------------------------------------------
+
+    def _resume(self, how: int, signal: int = 0) -> None:
+        self.stopped = False
+        self.kernel.ptrace(how, self.pid, 0, signal)
+
+    def _interrupt(self, deadline: float) -> None:
+        """Stop the thread wherever it is (PTRACE_INTERRUPT)."""
+        if not self.stopped:
+            self.kernel.ptrace(_PTRACE_INTERRUPT, self.pid)
+            self._wait_for_interrupt(deadline, during_call=True)
+
+    def _wait_for_interrupt(self, deadline: float, during_call: bool = False) -> None:
+        """Wait for the stop PTRACE_INTERRUPT asked for. Signals met on the way are passed
+        on before a call (the thread takes them as it would have) and kept during one."""
         while True:
             status = self._next_stop(deadline)
             if status >> 16 == _PTRACE_EVENT_STOP:
-                if interrupted:
-                    return False
+                return
+            if status >> 8 == _SYSCALL_STOP:
+                self._resume(_PTRACE_SYSCALL)
+            elif during_call:
+                self._take_back_if_crashed(status)
+                self._resume(_PTRACE_CONT)
             else:
-                number = os.WSTOPSIG(status)
-                if number == self.machine.trap_signal and trap is not None:
-                    registers = self._unpack(self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size))
-                    if registers[self.machine.pc] == trap:
-                        return True
-                if number in self.machine.fault_signals and trap is not None and self.kernel.signal_code(self.pid) > 0:
-                    raise _Fault(number, self.calling)
-                self.signals.append(number)
-            self.kernel.ptrace(_PTRACE_CONT, self.pid)
+                self._resume(_PTRACE_CONT, os.WSTOPSIG(status))
+
+    def _other_stop(self, status: int) -> None:
+        """A stop in a call that is not a syscall stop: a fault raises _Fault after taking the
+        thread back; a group stop or another signal is kept from the thread."""
+        if status >> 16 == _PTRACE_EVENT_STOP:
+            return
+        number = os.WSTOPSIG(status)
+        if number in self.machine.fault_signals and self.kernel.signal_code(self.pid) > 0:
+            self._abandon()
+            raise _Fault(number, self.calling)
+        self.signals.append(number)
+
+    def _abandon(self) -> None:
+        """Take a crashed short call back: the thread goes straight to its way back."""
+        assert self.frame is not None
+        registers = self._unpack(self.kernel.get_regset(self.pid, _NT_PRSTATUS, self.general_size))
+        registers[self.machine.pc] = self.gadgets.sigreturn
+        registers[self.machine.sp] = self.frame.ucontext
+        self.kernel.set_regset(self.pid, _NT_PRSTATUS, self._pack(registers))
+        self._resume(_PTRACE_SYSCALL)
+        self._until_returned(time.monotonic() + _RESCUE_SECONDS, None)
 
     def _next_stop(self, deadline: float) -> int:
-        """The next wait status of a stop; polled, so that the deadline holds."""
+        """The next wait status of a stop; polled, so that the deadline holds (_Late)."""
+        status = self._poll_stop(deadline, None)
+        assert status is not None
+        return status
+
+    def _poll_stop(self, deadline: float, until: Callable[[], bool] | None) -> int | None:
+        """The next wait status of a stop, or None once ``until()`` is true; _Late after ``deadline``."""
         pause = 0.00002
         while True:
             try:
                 found, status = os.waitpid(self.pid, os.WNOHANG | _WALL)
             except ChildProcessError:
+                self.state = "gone"
                 raise _Exited from None
             if found:
                 if not os.WIFSTOPPED(status):
+                    self.state = "gone"
                     self.released_at = time.monotonic()
                     raise _Exited(status)
+                self.stopped = True
                 return status
+            if until is not None and until():
+                return None
             if time.monotonic() > deadline:
                 raise _Late
             time.sleep(pause)
             pause = min(pause * 2, 0.001)
 
+    # -- giving the thread back --------------------------------------------------------
+
     def _restore(self) -> None:
-        if self.original_stub is not None:
-            self.memory.write(self.stub, self.original_stub)
-        if self.registers is not None:
-            self._take_back_borrowed_time()
-            self.kernel.set_regset(self.pid, _NT_PRSTATUS, self.registers)
-        if self.extended is not None:
+        """Put a thread stopped at home or on its way back exactly as it was, and detach.
+
+        The order keeps every step safe should ncore die between two of them: the mask
+        first and the registers last, so that until then the thread still goes back
+        through the frame, which restores the same mask and extended state.
+        """
+        assert self.registers is not None and self.extended is not None
+        if self.state == "returned":
+            self.kernel.set_sigmask(self.pid, self.sigmask)
             self.kernel.set_regset(self.pid, self.machine.extended_regset, self.extended)
+            self._take_back_borrowed_time()
+            resumed = restarted(self.saved_registers(), handler=False)
+            self.kernel.set_regset(self.pid, _NT_PRSTATUS, self._pack(resumed))
+        self.kernel.ptrace(_PTRACE_DETACH, self.pid)
+        self.state = "free"
+        self.released_at = time.monotonic()
+        self.transcript.append(f"restored and detached; the thread was borrowed for {self.borrowed_ms():.1f} ms")
+        self._send_kept_signals()
+
+    def _let_go(self) -> None:
+        """Detach from a thread in a call, which it finishes and returns from on its own."""
+        try:
+            self._interrupt(time.monotonic() + _RESCUE_SECONDS)
+        except _Late:
+            self.transcript.append("the thread did not stop to be let go; ncore's exit lets go of it")
+            return
+        self.kernel.ptrace(_PTRACE_DETACH, self.pid)
+        self.state = "free"
+        self.released_at = time.monotonic()
+        self.transcript.append(f"let go of the thread in {self.calling}; it returns on its own")
+        self._send_kept_signals()
+
+    def _send_kept_signals(self) -> None:
+        for number in self.signals:
+            os.kill(self.pid, number)
+        if self.signals:
+            counts = {number: self.signals.count(number) for number in self.signals}
+            numbers = ", ".join(f"{n}" if c == 1 else f"{n} ({c} times)" for n, c in counts.items())
+            self.transcript.append(f"sent again the signals that arrived meanwhile: {numbers}")
 
     def _take_back_borrowed_time(self) -> None:
         """Shorten an interrupted select or poll that will restart by the time the thread was borrowed.
@@ -496,7 +716,7 @@ class Tracee:
         registers = self.saved_registers()
         syscall = _signed(registers[self.machine.interrupted_syscall])
         found = [(index, units) for number, index, units in self.machine.rewritten_timeouts if number == syscall]
-        if not found or _signed(registers[self.machine.result]) not in _RESTARTS:
+        if not found or _signed(registers["rax"]) not in _RESTARTS:
             return
         index, units = found[0]
         address = registers[self.machine.syscall_args[index]]
@@ -509,10 +729,6 @@ class Tracee:
         self.transcript.append(
             f"took the {borrowed / units * 1000:.1f} ms borrowed off the timeout of system call {syscall}"
         )
-
-    def saved_registers(self) -> dict[str, int]:
-        assert self.registers is not None
-        return self._unpack(self.registers)
 
     def _unpack(self, data: bytes) -> dict[str, int]:
         return dict(zip(self.machine.registers, struct.unpack(f"<{len(self.machine.registers)}Q", data)))
@@ -530,15 +746,50 @@ class Tracee:
         return NcoreError(f"could not attach to process {self.pid}: {error.strerror}")
 
 
+def _mapping_at(pid: int, maps: list[Mapping], address: int) -> Mapping | None:
+    """The mapping holding ``address``, from ``maps`` or, if they are out of date, read anew."""
+    for candidates in (maps, None):
+        for mapping in candidates if candidates is not None else mappings(pid):
+            if mapping.start <= address < mapping.end:
+                return mapping
+    return None
+
+
 def _show(value: int) -> str:
     return f"{value:#x}" if abs(value) > 0xFFFF else str(value)
+
+
+def page_layout(code: bytes) -> tuple[int, int]:
+    """Where, in the page, the return code and the direct call go after ``code`` (NUL-ended)."""
+    returned = (len(code) + 1 + 15) & -16
+    return returned, (returned + len(RETURNED_CODE) + 15) & -16
 
 
 class Ptrace:
     name = "ptrace"
 
+    def __init__(self) -> None:
+        self._gadgets: dict[int, Gadgets] = {}
+
     def unavailable(self, target: Target) -> str | None:
-        return self.unavailable_here()
+        why = self.unavailable_here()
+        if why is not None:
+            return why
+        if shadow_stack(target.pid):
+            return (
+                f"process {target.pid}'s main thread runs with a shadow stack (CET), which the way back of a "
+                "borrowed call would break; use --method gdb"
+            )
+        try:
+            found = find_gadgets(target.pid, target.maps)
+        except PermissionError:
+            return f"not allowed to read process {target.pid}'s memory: {permission_hint(target.uid)}"
+        except FileNotFoundError:
+            return f"process {target.pid} exited"
+        if isinstance(found, str):
+            return found
+        self._gadgets[target.pid] = found
+        return None
 
     def unavailable_here(self) -> str | None:
         system, machine = os.uname().sysname, arch.machine()
@@ -547,6 +798,9 @@ class Ptrace:
                 f"the built-in ptrace injector works on Linux {', '.join(MACHINES)} only, not {system} {machine} "
                 "(use --method gdb)"
             )
+        release = tuple(int(part) for part in os.uname().release.split(".")[:2] if part.isdigit())
+        if release < (5, 3):
+            return f"the built-in ptrace injector needs Linux 5.3 or later, not {os.uname().release} (use --method gdb)"
         try:
             _kernel()
         except (ImportError, OSError, AttributeError) as e:
@@ -555,18 +809,17 @@ class Ptrace:
 
     def inject(self, target: Target, injection: Injection) -> Outcome:
         machine = MACHINES[arch.machine()]
-        try:
-            api = functions(target, machine)
-            stub = stub_address(target.pid, machine, target.maps)
-        except PermissionError:
-            raise PermissionDenied(
-                f"not allowed to read process {target.pid}'s memory map", permission_hint(target.uid)
-            ) from None
-        except FileNotFoundError:
-            raise NoSuchProcess(f"process {target.pid} exited while ncore was looking at it") from None
-        size = (len(injection.code) + mmap.PAGESIZE) & -mmap.PAGESIZE
+        api = functions(target, machine)
+        gadgets = self._gadgets.get(target.pid)
+        if gadgets is None:
+            why = self.unavailable(target)
+            if why is not None:
+                raise MethodUnavailable(why)
+            gadgets = self._gadgets[target.pid]
+        size = (len(injection.code) + 1 + 512 + mmap.PAGESIZE - 1) & -mmap.PAGESIZE
+        returned, direct_at = page_layout(injection.code)
         transcript: list[str] = []
-        tracee = Tracee(target, machine, stub, injection.deadline, transcript)
+        tracee = Tracee(target, machine, gadgets, injection.deadline, transcript)
         decided: tuple[str, str] | None = None
         try:
             with tracee:
@@ -574,35 +827,33 @@ class Ptrace:
                 syscall = _signed(registers[machine.interrupted_syscall])
                 low, high = target.runtime
                 gil_waiter = syscall == machine.futex and low <= registers[machine.syscall_args[0]] < high
+                page = tracee.syscall("mmap", machine.mmap, 0, size, mmap.PROT_READ | mmap.PROT_EXEC,
+                                      mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)  # fmt: skip
+                if page < 0:
+                    raise NcoreError(f"mmap failed in process {target.pid}: {os.strerror(-page)}")
+                direct_call = DirectCall(api, page, page, size, gadgets.syscall_ret, gadgets.sigreturn,
+                                         gadgets.errno_location, machine.munmap)  # fmt: skip
+                contents = injection.code + b"\0"
+                contents += bytes(returned - len(contents)) + RETURNED_CODE
+                contents += bytes(direct_at - len(contents)) + direct_call.code
+                tracee.memory.write(page, contents)
+                tracee.use_page(page, returned)
                 # Each call costs stopped time; the GIL question matters only in a system call.
                 gil_held = -1 if syscall < 0 else int(tracee.call("PyGILState_Check", api["PyGILState_Check"]) != 0)
                 transcript.append(f"state syscall={syscall} gil_held={gil_held} gil_waiter={int(gil_waiter)}")
                 direct = injection.mode == "direct" or (
                     injection.mode == "auto" and syscall >= 0 and not gil_held and not gil_waiter
                 )
-                page = tracee.syscall("mmap", machine.mmap, 0, size, mmap.PROT_READ | mmap.PROT_WRITE,
-                                      mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)  # fmt: skip
-                if page < 0:
-                    raise NcoreError(f"mmap failed in process {target.pid}: {os.strerror(-page)}")
-                tracee.memory.write(page, injection.code)
-                decided = (
-                    "direct" if direct else "pending",
-                    explain(direct, injection.mode, syscall, gil_waiter),
-                )
+                decided = ("direct" if direct else "pending", explain(direct, injection.mode, syscall, gil_waiter))
                 transcript.append(f"path {decided[0]}")
-                if direct:
-                    release = api["PyGILState_Release"]
-                    state = tracee.call("PyGILState_Ensure", api["PyGILState_Ensure"])
-                    try:
-                        tracee.call("PyRun_SimpleString", api["PyRun_SimpleString"], page, holds=True)
-                    except (_Late, _Fault):
-                        # The call was abandoned, or never started, and the thread is back in ncore's hands
-                        # with the GIL taken: give it back, or every other thread waits for it forever.
-                        if not tracee.stuck:
-                            tracee.call("PyGILState_Release", release, state, void=True, holds=True, cleanup=True)
-                        raise
-                    tracee.call("PyGILState_Release", release, state, void=True, holds=True, cleanup=True)
-                    tracee.syscall("munmap", machine.munmap, page, size, cleanup=True)
+                if not injection.wanted():
+                    transcript.append("the request was withdrawn meanwhile: nothing is queued")
+                elif direct:
+                    tracee.tail = page + direct_at + direct_call.tail
+                    injection.acknowledged_by_method = True
+                    tracee.launch("the direct call", page + direct_at)
+                    if tracee.watch(injection.answered, injection.wanted):
+                        tracee.finish(injection.acknowledge)
                 elif tracee.call("Py_AddPendingCall", api["Py_AddPendingCall"], api["PyRun_SimpleString"], page) < 0:
                     raise NcoreError(
                         f"process {target.pid} refused the pending call: its queue of pending calls is full",
@@ -617,8 +868,8 @@ class Ptrace:
 
             number, call = e.args
             crashed = NcoreError(
-                f"{call} crashed in process {target.pid} ({signal.Signals(number).name}); ncore put the main "
-                "thread back" + (" and gave the GIL back" if call == "PyRun_SimpleString" else ""),
+                f"{call} crashed in process {target.pid} ({signal.Signals(number).name}); ncore took the main "
+                "thread back" + (" and gave the GIL back" if call == "the direct call" else ""),
                 "run with -v to see the steps; try --method gdb",
             )
             crashed.transcript = transcript

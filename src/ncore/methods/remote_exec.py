@@ -24,7 +24,8 @@ import struct
 import time
 
 from ..errors import NcoreError, NoSuchProcess, PermissionDenied
-from ..target import Target, ThreadState, permission_hint, scheduler_state, thread_state
+from ..memory import Memory
+from ..target import Target, ThreadState, inspect, permission_hint, scheduler_state, thread_state
 from . import Injection, Outcome
 
 COOKIE = b"xdebugpy"
@@ -65,28 +66,7 @@ class Offsets:
         self.shape_ok = slots[layout["list_node"] : layout["list_node"] + 2] == (0, 8) and self.script_path_size > 0
 
 
-class _Memory:
-    def __init__(self, pid: int) -> None:
-        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
-
-    def read(self, address: int, size: int) -> bytes:
-        data = os.pread(self.fd, size, address)
-        if len(data) != size:
-            raise _Refused(f"could not read {size} bytes at {address:#x}")
-        return data
-
-    def word(self, address: int) -> int:
-        return int.from_bytes(self.read(address, 8), "little")
-
-    def write(self, address: int, data: bytes) -> None:
-        if os.pwrite(self.fd, data, address) != len(data):
-            raise _Refused(f"could not write {len(data)} bytes at {address:#x}")
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-def _offsets(memory: _Memory, runtime: int) -> Offsets:
+def _offsets(memory: Memory, runtime: int) -> Offsets:
     head = memory.read(runtime, 24)
     if head[:8] != COOKIE:
         raise _Refused("its _PyRuntime does not start with CPython's debug offsets")
@@ -104,7 +84,7 @@ def _offsets(memory: _Memory, runtime: int) -> Offsets:
     return offsets
 
 
-def _main_thread_state(memory: _Memory, runtime: int, offsets: Offsets) -> int:
+def _main_thread_state(memory: Memory, runtime: int, offsets: Offsets) -> int:
     """The main interpreter's main thread state; _Refused when remote exec cannot reach it."""
     if memory.word(runtime + offsets.finalizing):
         raise _Refused("its interpreter is shutting down")
@@ -152,7 +132,7 @@ class RemoteExec:
                 "(the ptrace method calls it directly)"
             )
         try:
-            memory = _Memory(target.pid)
+            memory = Memory(target.pid)
         except PermissionError:
             return f"not allowed to open /proc/{target.pid}/mem: {permission_hint(target.uid)}"
         except FileNotFoundError:
@@ -168,7 +148,7 @@ class RemoteExec:
     def inject(self, target: Target, injection: Injection) -> Outcome:
         path = os.fsencode(injection.script)
         try:
-            memory = _Memory(target.pid)
+            memory = Memory(target.pid)
         except PermissionError:
             raise PermissionDenied(
                 f"not allowed to write process {target.pid}'s memory", permission_hint(target.uid)
@@ -203,3 +183,50 @@ class RemoteExec:
             0.0,
             [f"wrote {injection.script!r} and the pending flag into thread state {thread:#x}; set its eval breaker"],
         )
+
+
+def _request_fields(pid: int) -> tuple[Memory, int, Offsets] | None:
+    """The target's memory (open) and where its main thread's remote-debugger request
+    lies; None when it has none that ncore can read."""
+    try:
+        target = inspect(pid)
+        memory = Memory(pid)
+    except (NcoreError, OSError):
+        return None
+    try:
+        offsets = _offsets(memory, target.runtime[0])
+        support = _main_thread_state(memory, target.runtime[0], offsets) + offsets.support
+    except (_Refused, OSError):
+        memory.close()
+        return None
+    return memory, support, offsets
+
+
+def still_pending(pid: int, script: str) -> bool:
+    """Whether process ``pid`` still has a request to run ``script`` that it has not taken."""
+    found = _request_fields(pid)
+    if found is None:
+        return False
+    memory, support, offsets = found
+    with memory:
+        wanted = os.fsencode(script) + b"\0"
+        pending = memory.read(support + offsets.pending_call, 4) != bytes(4)
+        return pending and memory.read(support + offsets.script_path, len(wanted)) == wanted
+
+
+def withdraw(pid: int, script: str) -> bool:
+    """Take back a request to run ``script`` that process ``pid`` has not taken: blank its
+    path, which the target then takes for no request. True when the target will not open
+    ``script`` (it had not taken the request, or holds none for it); False when it took
+    the request, and may be about to open the file."""
+    found = _request_fields(pid)
+    if found is None:
+        return True
+    memory, support, offsets = found
+    with memory:
+        wanted = os.fsencode(script) + b"\0"
+        if memory.read(support + offsets.script_path, len(wanted)) != wanted:
+            return True
+        memory.write(support + offsets.script_path, b"\0")
+        # Read after the write: a request still pending now reads an empty path when taken.
+        return memory.read(support + offsets.pending_call, 4) != bytes(4)

@@ -1,0 +1,342 @@
+"""ncore's private directories in a target's /tmp: made, locked while in use, and swept when left.
+
+Each dump gets a fresh directory the target can see (mode 0700, owned by the target's
+user), for the payload, its parameters and its answer. Beside it, one lock file per target
+process lets only one ncore at a time dump that process (two at once can make CPython 3.11
+re-enter its pending-call machinery forever).
+
+A directory is in use while its ``lock`` file is locked: shared by the ncore that made it,
+for as long as it lives, and by the payload while it runs. The lock file is owned by
+ncore's user and is made under another name and renamed into place once locked, so that a
+directory is never seen unlocked half made. A directory nobody locks any more is swept by
+the next ncore that uses the same /tmp: removed, unless its request may still run (it
+was queued and not yet taken, and its process lives), in which case the payload removes
+it itself when it runs. Only directories whose lock file belongs to ncore's own user are
+touched, and everything is opened without following links.
+
+Nothing here imports more than ``os``: it is on every dump's path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+
+from .errors import AlreadyTraced, NcoreError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .target import Target
+
+PARENTS = ("/tmp", "/var/tmp", "/dev/shm")
+"""Where, in the target's root, the private directories go: the first that takes them."""
+PREFIX = "ncore."
+LOCK = "lock"
+REQUEST = "target"
+"""``<pid> <start time> <method>``: the process the request is for, and how it was sent."""
+QUEUED = "queued"
+"""Written once the method has queued the request (the target will run it later)."""
+_POLL_SECONDS = 0.01
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Place:
+    """The directory (one of PARENTS in the target's root) where ncore works for a target."""
+
+    def __init__(self, target: Target) -> None:
+        failures = []
+        for parent in PARENTS:
+            try:
+                fd = os.open(target.host_path(parent), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                failures.append(f"{parent}: {e.strerror}")
+                continue
+            if os.access(f"/proc/self/fd/{fd}", os.W_OK):
+                self.fd, self.inside = fd, parent
+                return
+            failures.append(f"{parent}: not writable")
+            os.close(fd)
+        raise NcoreError(
+            f"found no directory the target can read to put the payload in ({'; '.join(failures)})",
+            "make /tmp writable in the target's root",
+        )
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class TargetLock:
+    """The lock that lets one ncore at a time dump a process: a file per process (pid and
+    start time), locked exclusively, removed by its holder."""
+
+    def __init__(self, place: Place, target: Target) -> None:
+        self.place = place
+        self.name = f".ncore-lock.{target.pid}.{target.start_time}"
+        self.fd: int | None = None
+
+    def acquire(self, deadline: float, stopping: Callable[[], bool]) -> None:
+        """Wait for the lock until ``deadline``; AlreadyTraced if another ncore keeps it."""
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+            else:
+                if self._still_linked(fd):
+                    self.fd = fd
+                    return
+                os.close(fd)  # its holder removed it meanwhile: take the new one
+                continue
+            if time.monotonic() > deadline or stopping():
+                raise AlreadyTraced(
+                    "another ncore is dumping this process now (two dumps of one process at once are refused)",
+                    "wait for it to finish and run ncore again, or give a longer --timeout to wait for it",
+                )
+            time.sleep(_POLL_SECONDS)
+
+    def _open(self) -> int:
+        # Without O_CREAT first: a sticky /tmp refuses O_CREAT on another user's file
+        # (fs.protected_regular), and the file of another ncore's user must still lock.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        while True:
+            try:
+                return os.open(self.name, flags, dir_fd=self.place.fd)
+            except FileNotFoundError:
+                pass
+            try:
+                return os.open(self.name, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=self.place.fd)
+            except FileExistsError:
+                continue
+
+    def _still_linked(self, fd: int) -> bool:
+        try:
+            return os.stat(self.name, dir_fd=self.place.fd, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.name, dir_fd=self.place.fd)
+        except OSError:
+            pass  # another user's file in a sticky /tmp: it stays, and serves the next ncore
+        os.close(self.fd)
+        self.fd = None
+
+
+class PrivateDirectory:
+    """A directory only the target's user can read, in use (locked) until released.
+
+    It is worked on through file descriptors, so that it can still be removed when the
+    path that reached it (``/proc/PID/root/...``) went away with the target.
+    """
+
+    def __init__(self, place: Place, target: Target, method: str) -> None:
+        self.target = target
+        self.parent_fd = place.fd
+        self.name = _fresh_directory(place.fd)
+        self.host = target.host_path(f"{place.inside}/{self.name}")
+        self.inside = f"{place.inside}/{self.name}"
+        self.fd = os.open(self.name, _DIRECTORY, dir_fd=place.fd)
+        self._own(self.fd)
+        self.lock_fd = _make_lock(self.fd)
+        self.package_fd: int | None = None
+        self.write(REQUEST, f"{target.pid} {target.start_time} {method}".encode())
+
+    def _own(self, fd: int) -> None:
+        if os.geteuid() == 0:
+            os.fchown(fd, self.target.uid, self.target.gid)
+
+    def write(self, name: str, data: bytes, directory: int | None = None) -> str:
+        """Create file ``name`` (it must not exist) holding ``data``; its path for the operator."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, 0o600, dir_fd=self.fd if directory is None else directory)
+        try:
+            os.write(fd, data)
+            self._own(fd)
+        finally:
+            os.close(fd)
+        return os.path.join(self.host, name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return None
+        with open(fd, "rb") as f:
+            return f.read()
+
+    def rename(self, old: str, new: str) -> bool:
+        """Rename an entry; False when ``old`` is not there (someone else took it)."""
+        try:
+            os.rename(old, new, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def copy_package(self, source: str, name: str) -> None:
+        """Copy the modules of package directory ``source`` into subdirectory ``name``."""
+        os.mkdir(name, 0o700, dir_fd=self.fd)
+        self.package_fd = os.open(name, _DIRECTORY, dir_fd=self.fd)
+        self._own(self.package_fd)
+        for module in sorted(os.listdir(source)):
+            if module.endswith(".py"):
+                with open(os.path.join(source, module), "rb") as f:
+                    self.write(module, f.read(), self.package_fd)
+
+    def release(self, remove: bool) -> None:
+        """Stop using the directory: remove it (``remove``), or leave it to the payload that
+        still needs it, which removes it when it finds ncore gone. Never raises."""
+        if remove:
+            _remove_contents(self.fd)
+            try:
+                os.rmdir(self.name, dir_fd=self.parent_fd)
+            except OSError:
+                pass
+        if self.package_fd is not None:
+            os.close(self.package_fd)
+        os.close(self.lock_fd)
+        os.close(self.fd)
+
+
+def _fresh_directory(parent_fd: int) -> str:
+    """Create a directory no one else can have made (mode 0700) in ``parent_fd``; its name."""
+    while True:
+        name = f"{PREFIX}{os.urandom(6).hex()}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            return name
+        except FileExistsError:
+            continue
+
+
+def _make_lock(directory: int) -> int:
+    """The directory's lock file, locked shared (for readers: mode 0644, owned by ncore's user)."""
+    flags = os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(f"{LOCK}.new", flags, 0o644, dir_fd=directory)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    os.rename(f"{LOCK}.new", LOCK, src_dir_fd=directory, dst_dir_fd=directory)
+    return fd
+
+
+def _remove_contents(directory: int) -> None:
+    """Remove every entry of ``directory`` (one level of subdirectories, as the carried
+    pypanic); never raises (what cannot go, stays)."""
+    for entry in os.listdir(directory):
+        try:
+            os.unlink(entry, dir_fd=directory)
+            continue
+        except IsADirectoryError:
+            pass
+        except OSError:
+            continue
+        try:
+            inner = os.open(entry, _DIRECTORY, dir_fd=directory)
+        except OSError:
+            continue
+        try:
+            for name in os.listdir(inner):
+                try:
+                    os.unlink(name, dir_fd=inner)
+                except OSError:
+                    pass
+        finally:
+            os.close(inner)
+        try:
+            os.rmdir(entry, dir_fd=directory)
+        except OSError:
+            pass
+
+
+def sweep(place: Place, target: Target, still_queued: Callable[[int, str, str], bool]) -> list[str]:
+    """Remove the directories in ``place`` that no ncore and no payload use any more and
+    whose request can no longer run; the names of those in use for ``target`` (a dump of
+    it still under way).
+
+    ``still_queued(pid, method, path)`` says whether a request sent by ``method`` whose
+    code is at ``path`` (as the target sees it) may still be run by process ``pid``.
+    """
+    busy: list[str] = []
+    try:
+        names = [name for name in os.listdir(place.fd) if name.startswith(PREFIX)]
+    except OSError:
+        return busy
+    for name in names:
+        try:
+            fd = os.open(name, _DIRECTORY, dir_fd=place.fd)
+        except OSError:
+            continue
+        try:
+            verdict = _judge(fd, target, f"{place.inside}/{name}", still_queued)
+            if verdict == "busy":
+                busy.append(name)
+            elif verdict == "stale":
+                _remove_contents(fd)
+                try:
+                    os.rmdir(name, dir_fd=place.fd)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+    return busy
+
+
+def _judge(directory: int, target: Target, inside: str, still_queued: Callable[[int, str, str], bool]) -> str:
+    """``busy`` (in use, for ``target``), ``used`` (in use, or kept for a queued request, or
+    not ncore's), or ``stale`` (to remove); locked exclusively while judged and removed."""
+    try:
+        lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except OSError:
+        return "used"  # not one of ours, or one being made (its lock is renamed into place locked)
+    try:
+        if os.fstat(lock).st_uid != os.geteuid():
+            return "used"
+        request = _read(directory, REQUEST).split()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            mine = request[:2] == [str(target.pid), str(target.start_time)]
+            return "busy" if mine else "used"
+        if len(request) == 3 and _exists(directory, "params") and _alive(int(request[0]), request[1]):
+            queued = _exists(directory, QUEUED) or still_queued(int(request[0]), request[2], f"{inside}/code.py")
+            if queued:
+                return "used"
+        return "stale"
+    finally:
+        os.close(lock)
+
+
+def _read(directory: int, name: str) -> str:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except OSError:
+        return ""
+    with open(fd, "rb") as f:
+        return f.read(200).decode(errors="replace")
+
+
+def _exists(directory: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _alive(pid: int, start_time: str) -> bool:
+    """Whether process ``pid`` is the one that started at ``start_time`` and still runs."""
+    from .target import start_time_of
+
+    return start_time_of(pid) == start_time

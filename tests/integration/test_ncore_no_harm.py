@@ -1,0 +1,159 @@
+"""ncore never harms its target, whatever happens to ncore: killed or interrupted at any
+moment by any signal, run twice at once on one process, or waiting on a dump that takes
+longer than its own time limit. Each test counts what happened to real targets.
+
+The soaks are marked slow (CI runs them): every interpreter, every kind of target and
+every method, each interrupt named by its plan (tests/faults.py) so that it can be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ..faults import KINDS, RUNNING, SIGNALS, Plan, interrupt, left_running, start_target
+from ..interpreters import ALL, HOST, Interpreter
+from .conftest import chroot_gdb, load_dump, run_ncore
+
+SEED = 10
+"""Changing it draws other moments; a failure prints the plan it drew, to replay."""
+PAIRS = 50
+
+
+def private_directories(interpreter: Interpreter) -> set[Path]:
+    """ncore's private directories and target locks in the /tmp the target sees."""
+    tmp = (interpreter.chroot / "tmp") if interpreter.chroot else Path("/tmp")
+    return {*tmp.glob("ncore.*"), *tmp.glob(".ncore-lock.*")}
+
+
+def plans_for(interpreter: Interpreter) -> list[Plan]:
+    """Every signal through ptrace for every kind of target, one through gdb, and every
+    signal through remote exec where it serves (CPython 3.14+, a main thread at work)."""
+    draw = random.Random(f"{SEED}-{interpreter.name}")
+    remote_exec = interpreter.name in ("sid-3.14", "sid-3.15")
+    plans = []
+    for kind in KINDS:
+        plans += [Plan(interpreter, "ptrace", kind, name, draw.randrange(0, 350)) for name in SIGNALS]
+        plans.append(Plan(interpreter, "gdb", kind, draw.choice(list(SIGNALS)), draw.randrange(0, 1600)))
+        if remote_exec and kind in RUNNING:
+            plans += [Plan(interpreter, "remote-exec", kind, name, draw.randrange(0, 300)) for name in SIGNALS]
+    return plans
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("interpreter", ALL, ids=lambda i: i.name)
+def test_interrupting_ncore_never_harms_the_target(processes, workspace_for, interpreter):
+    """ncore interrupted at a random moment by SIGKILL, SIGTERM, SIGHUP, or SIGINT to its
+    process group, on every kind of target and through every method: every target lives
+    on, is neither stopped nor traced, still works, and a later ncore dumps it and leaves
+    no private directory behind. Over the whole matrix that is 384 interrupts."""
+    interpreter.require()
+    env = {**os.environ, "NCORE_GDB": chroot_gdb()}
+    before = private_directories(interpreter)
+    targets = {}
+    for kind in KINDS:
+        space = workspace_for(interpreter)
+        targets[kind] = (start_target(interpreter, kind, space), space)
+        processes.started.append(targets[kind][0])
+    harmed = []
+    plans = plans_for(interpreter)
+    for plan in plans:
+        harmed += [f"{plan}: {problem}" for problem in interrupt(plan, targets[plan.kind][0], env)]
+    for kind, (target, space) in targets.items():
+        progress = int((space.work / "progress").read_text()) if kind in RUNNING else 0
+        run = run_ncore("--keep-running", "--timeout", "30", str(target.pid), gdb=env["NCORE_GDB"])
+        if run.returncode != 0:
+            harmed.append(f"{interpreter.name} {kind}: a dump after the interrupts failed: {run.stdout} {run.stderr}")
+        if kind in RUNNING:
+            time.sleep(0.3)
+            if int((space.work / "progress").read_text()) <= progress:
+                harmed.append(f"{interpreter.name} {kind}: the target made no progress after the interrupts")
+        for dump in space.dumps():
+            load_dump(str(dump))  # each complete, strict JSON
+    assert not harmed, f"{len(harmed)} of {len(plans)} interrupts harmed the target:\n" + "\n".join(harmed)
+    assert private_directories(interpreter) <= before, "private directories or locks were left behind"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("kind", ["busy", "sleep"])
+@pytest.mark.parametrize("interpreter", ALL, ids=lambda i: i.name)
+def test_two_snapshots_at_once_both_succeed(start_service, interpreter, kind):
+    """Two ``ncore --keep-running`` started together, 50 times: the second waits for the
+    first (one dump of a process at a time), both dumps are written, and the target works on."""
+    service = start_service(interpreter, kind)
+    env = {**os.environ, "NCORE_GDB": chroot_gdb()}
+    argv = [sys.executable, "-m", "ncore", "--json", "--keep-running", "--timeout", "30", str(service.pid)]
+    failures = []
+    for n in range(PAIRS):
+        pair = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
+        pair.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        for run in pair:
+            out, err = run.communicate(timeout=120)
+            if run.returncode != 0:
+                failures.append(f"pair {n}: exit {run.returncode}: {out} {err}")
+        if service.process.poll() is not None:
+            pytest.fail(f"the target died after pair {n}: {failures}")
+    assert not failures, "\n".join(failures)
+    service.check_snapshots(2 * PAIRS)
+    service.assert_left_running()
+    if kind == "busy":
+        service.wait_for_progress_after(service.progress())
+
+
+BIG_STATE = """
+import sys, time
+import pypanic
+pypanic.configure(max_items=10_000_000)
+pypanic.panicDbg.set("big", {f"key-{i}": [i, str(i)] for i in range(int(sys.argv[1]))})
+pypanic.panicDbg.set("after", "registered after the big one")
+print("ready", flush=True)
+time.sleep(1000)
+"""
+
+
+def test_a_dump_longer_than_the_timeout_is_waited_for_within_its_budget(processes, workspace_for):
+    """A snapshot whose registered state takes longer than pypanic's max_seconds to write
+    ends with the cut marked, and ncore, whose --timeout is shorter still, waits for it
+    (the payload says the dump's budget) and reports it as written."""
+    space = workspace_for(HOST[3])
+    env = {"PYTHONPATH": str(space.pythonpath), "PYPANIC_MAX_SECONDS": "1"}
+    process = processes.start([HOST[3].path, "-c", BIG_STATE, "3000000"], cwd=space.work, env=env)
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    run = run_ncore("--keep-running", "--timeout", "0.5", str(process.pid))
+    assert run.returncode == 0, run.stdout + run.stderr
+    dump = load_dump(run.record["path"])
+    assert any(cut["reason"] == "time" for cut in dump["dbg.cuts"]["first"]), dump["dbg.cuts"]
+    assert left_running(process.pid) is None
+
+
+def test_ctrl_c_before_the_dump_starts_withdraws_it(processes, workspace_for):
+    """Ctrl-C (SIGINT to ncore's process group) while the target cannot start the dump (its
+    main thread waits for the GIL another thread holds): exit 130, the request withdrawn,
+    the target running, untraced, and never dumped; the directory goes with the call."""
+    space = workspace_for(HOST[3])
+    before = private_directories(HOST[3])
+    hog = "import ctypes,threading,time\nthreading.Thread(target=lambda: ctypes.PyDLL(None).usleep(3_000_000)).start()"
+    code = f"{hog}\ntime.sleep(0.2)\nprint('ready', flush=True)\ntime.sleep(1000)"
+    process = processes.start([HOST[3].path, "-c", code], cwd=space.work)
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    argv = [sys.executable, "-m", "ncore", "--json", "--method", "ptrace", str(process.pid)]
+    ncore = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(1.0)
+    os.killpg(ncore.pid, 2)
+    out, _ = ncore.communicate(timeout=30)
+    assert ncore.returncode == 130, out
+    record = json.loads(out)
+    assert record["status"] == "interrupted" and "withdrew the request" in record["error"]
+    time.sleep(3.5)
+    assert process.poll() is None and left_running(process.pid) is None
+    assert not space.dumps()
+    assert private_directories(HOST[3]) <= before
