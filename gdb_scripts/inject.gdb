@@ -2,8 +2,10 @@
 #
 # ncore sources this after `attach`, with its inputs set as convenience variables:
 #   $ncore_mode        0 auto, 1 pending call, 2 direct call
-#   $ncore_code_file   path (as gdb sees it) of the NUL-free code to run
+#   $ncore_code_file   path (as gdb sees it) of the page to copy into the target: the
+#                      code to run, NUL-ended, then the function a pending call runs
 #   $ncore_code_size   its size in bytes
+#   $ncore_pending_at  where that function starts in the page (0: none; PyRun_SimpleString)
 #   $ncore_runtime_lo, $ncore_runtime_hi   address range of _PyRuntime
 #   $ncore_futex       the futex system call's number
 # Lines starting with "ncore:" are markers ncore reads. Every call is cast: stripped
@@ -47,7 +49,7 @@ printf "ncore: state syscall=%ld gil_held=%d gil_waiter=%d\n", $orig_rax, $ncore
 
 set $ncore_direct = $ncore_mode == 2 || ($ncore_mode == 0 && $ncore_in_syscall && !$ncore_gil_held && !$ncore_gil_waiter)
 set $ncore_page_size = ($ncore_code_size + 4096) & ~4095
-set $ncore_page = (char *) mmap(0, $ncore_page_size, 3, 0x22, -1, 0)
+set $ncore_page = (char *) mmap(0, $ncore_page_size, 5, 0x22, -1, 0)
 if $ncore_page == (char *) -1
   printf "ncore: error mmap failed in the target\n"
 else
@@ -62,7 +64,11 @@ else
     call (int) munmap($ncore_page, $ncore_page_size)
   else
     printf "ncore: path pending\n"
-    set $ncore_result = (int) Py_AddPendingCall(PyRun_SimpleString, $ncore_page)
+    if $ncore_pending_at
+      set $ncore_result = (int) Py_AddPendingCall($ncore_page + $ncore_pending_at, $ncore_page)
+    else
+      set $ncore_result = (int) Py_AddPendingCall(PyRun_SimpleString, $ncore_page)
+    end
   end
   printf "ncore: result %d\n", $ncore_result
 end

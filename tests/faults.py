@@ -116,7 +116,7 @@ def interrupt(plan: Plan, target: subprocess.Popen[str], env: dict[str, str]) ->
         ncore.kill()
         out, err = ncore.communicate()
         problems.append(f"ncore did not end within 60 s of {plan.signal_name}")
-    if ncore.returncode not in (0, -number, 128 + number):
+    if ncore.returncode not in (0, -number, 128 + number) and not _interrupted_while_starting(ncore.returncode, err):
         problems.append(f"ncore ended with {ncore.returncode}: {out.strip()[-300:]} {err.strip()[-300:]}")
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
@@ -131,6 +131,13 @@ def interrupt(plan: Plan, target: subprocess.Popen[str], env: dict[str, str]) ->
             break
         time.sleep(0.01)
     return problems
+
+
+def _interrupted_while_starting(status: int, stderr: str) -> bool:
+    """Ctrl-C while Python itself starts, before any of ncore runs: a KeyboardInterrupt in
+    the interpreter's own start-up code, exit 1 (nothing of the target touched yet)."""
+    lines = stderr.strip().splitlines()
+    return status == 1 and bool(lines) and lines[-1] == "KeyboardInterrupt" and "/ncore/" not in stderr
 
 
 def main() -> None:

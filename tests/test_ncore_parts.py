@@ -84,7 +84,7 @@ def test_gdb_before_14_is_refused_only_on_large_xsave_areas(version, xsave, refu
 
 def test_gdb_command_line():
     """Batch mode, no init files, no debuginfod, the target's root as sysroot, inputs as variables."""
-    argv = Gdb("gdb").argv(make_target(), Injection(b"pass", '/tmp/a "b"', "auto", 0.0))
+    argv = Gdb("gdb").argv(make_target(), Injection(b"pass", "/tmp/code.py", "auto", 0.0), '/tmp/a "b"')
     text = " ".join(argv)
     assert argv[:3] == ["gdb", "-nx", "-batch"]
     assert "set debuginfod enabled off" in argv and "set sysroot /proc/1234/root" in argv

@@ -91,6 +91,11 @@ class Interrupted(NcoreError):
         self.exit_code = 128 + signal_number
 
 
+class Busy(AlreadyTraced):
+    """A pending call of ncore's runs in the target now: another may be queued only after it
+    (a session waits and tries again until its time is up)."""
+
+
 class DumpFailed(NcoreError):
     exit_code = 9
     kind = "dump-failed"

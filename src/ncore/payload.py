@@ -65,11 +65,17 @@ def _answer(directory: str, result: dict[str, str | None], name: str = "result")
     os.rename(temporary, os.path.join(directory, name))
 
 
-def _wait_for_ack(directory: str, seconds: float) -> None:
+def _wait_for_ack(directory: str, seconds: float, lock: int) -> None:
+    """Wait for ncore's ``ack``, at most ``seconds``, and no longer than ncore lives (it
+    holds the lock shared: only once it is gone can the payload take it alone)."""
     deadline = time.monotonic() + seconds
     ack = os.path.join(directory, "ack")
     while time.monotonic() < deadline and not os.path.exists(ack):
-        select.select([], [], [], 0.002)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            select.select([], [], [], 0.002)
 
 
 def _share_lock(directory: str) -> int | None:
@@ -201,7 +207,7 @@ def run(directory: str) -> None:
 
         def report(path: str | None, error: str | None) -> None:
             _answer(directory, {"path": path, "error": error, "pypanic": source})
-            _wait_for_ack(directory, hold_seconds)
+            _wait_for_ack(directory, hold_seconds, lock)
 
         take = panic_module.dump if keep_running else panic_module.panic
         take(params["message"], None, directory=params.get("directory"), report=report)

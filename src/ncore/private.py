@@ -12,7 +12,8 @@ directory is never seen unlocked half made. A directory nobody locks any more is
 the next ncore that uses the same /tmp: removed, unless its request may still run (it
 was queued and not yet taken, and its process lives), in which case the payload removes
 it itself when it runs. Only directories whose lock file belongs to ncore's own user are
-touched, and everything is opened without following links.
+touched, and everything is opened without following links. A request for the process
+about to be dumped, left by an ncore that is gone, is withdrawn first (see ``_judge``).
 
 Nothing here imports more than ``os``: it is on every dump's path.
 """
@@ -34,12 +35,17 @@ if TYPE_CHECKING:
 PARENTS = ("/tmp", "/var/tmp", "/dev/shm")
 """Where, in the target's root, the private directories go: the first that takes them."""
 PREFIX = "ncore."
+LOCK_PREFIX = ".ncore-lock."
+RUNNING_PREFIX = ".ncore-run."
+"""The per-process files beside the directories: ``<prefix><pid>.<start time>``."""
 LOCK = "lock"
 REQUEST = "target"
 """``<pid> <start time> <method>``: the process the request is for, and how it was sent."""
 QUEUED = "queued"
 """Written once the method has queued the request (the target will run it later)."""
 _POLL_SECONDS = 0.01
+HALF_MADE_SECONDS = 5.0
+"""A directory still without its lock this long after its lock file was made was abandoned."""
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -64,8 +70,39 @@ class Place:
             "make /tmp writable in the target's root",
         )
 
+    def running_lock(self, target: Target) -> tuple[str, str]:
+        """The process's running lock (mode 0644: the target's pending calls lock it, see
+        ncore.methods.page_image), made if missing; its path as ncore and as the target see it."""
+        name = f"{RUNNING_PREFIX}{target.pid}.{target.start_time}"
+        _open_shared_file(self.fd, name)
+        inside = f"{self.inside}/{name}"
+        return target.host_path(inside), inside
+
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _open_shared_file(directory: int, name: str) -> int:
+    """An open (read-only) file ``name`` in ``directory``, made (mode 0644) if missing.
+
+    Without O_CREAT first: a sticky /tmp refuses O_CREAT on another user's file
+    (fs.protected_regular), and the file another ncore's user made must still serve.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        try:
+            fd = os.open(name, flags, dir_fd=directory)
+        except FileNotFoundError:
+            pass
+        else:
+            return fd
+        try:
+            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=directory)
+        except FileExistsError:
+            continue
+        if os.geteuid() == 0:
+            os.fchmod(fd, 0o644)  # whatever root's umask
+        return fd
 
 
 class TargetLock:
@@ -74,11 +111,12 @@ class TargetLock:
 
     def __init__(self, place: Place, target: Target) -> None:
         self.place = place
-        self.name = f".ncore-lock.{target.pid}.{target.start_time}"
+        self.name = f"{LOCK_PREFIX}{target.pid}.{target.start_time}"
         self.fd: int | None = None
 
-    def acquire(self, deadline: float, stopping: Callable[[], bool]) -> None:
-        """Wait for the lock until ``deadline``; AlreadyTraced if another ncore keeps it."""
+    def acquire(self, deadline: float, check: Callable[[], None]) -> None:
+        """Wait for the lock until ``deadline``; AlreadyTraced if another ncore keeps it.
+        ``check()`` is called while waiting (it raises to stop the wait)."""
         while True:
             fd = self._open()
             try:
@@ -91,7 +129,8 @@ class TargetLock:
                     return
                 os.close(fd)  # its holder removed it meanwhile: take the new one
                 continue
-            if time.monotonic() > deadline or stopping():
+            check()
+            if time.monotonic() > deadline:
                 raise AlreadyTraced(
                     "another ncore is dumping this process now (two dumps of one process at once are refused)",
                     "wait for it to finish and run ncore again, or give a longer --timeout to wait for it",
@@ -99,18 +138,7 @@ class TargetLock:
             time.sleep(_POLL_SECONDS)
 
     def _open(self) -> int:
-        # Without O_CREAT first: a sticky /tmp refuses O_CREAT on another user's file
-        # (fs.protected_regular), and the file of another ncore's user must still lock.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        while True:
-            try:
-                return os.open(self.name, flags, dir_fd=self.place.fd)
-            except FileNotFoundError:
-                pass
-            try:
-                return os.open(self.name, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=self.place.fd)
-            except FileExistsError:
-                continue
+        return _open_shared_file(self.place.fd, self.name)
 
     def _still_linked(self, fd: int) -> bool:
         try:
@@ -196,6 +224,15 @@ class PrivateDirectory:
                 with open(os.path.join(source, module), "rb") as f:
                     self.write(module, f.read(), self.package_fd)
 
+    def unused(self) -> bool:
+        """Whether nobody but ncore holds the directory's lock (the payload has returned)."""
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(self.lock_fd, fcntl.LOCK_SH)
+        return True
+
     def release(self, remove: bool) -> None:
         """Stop using the directory: remove it (``remove``), or leave it to the payload that
         still needs it, which removes it when it finds ncore gone. Never raises."""
@@ -270,10 +307,13 @@ def sweep(place: Place, target: Target, still_queued: Callable[[int, str, str], 
     """
     busy: list[str] = []
     try:
-        names = [name for name in os.listdir(place.fd) if name.startswith(PREFIX)]
+        entries = os.listdir(place.fd)
     except OSError:
         return busy
-    for name in names:
+    for name in entries:
+        if name.startswith((LOCK_PREFIX, RUNNING_PREFIX)):
+            _remove_if_process_gone(place.fd, name)
+    for name in (name for name in entries if name.startswith(PREFIX)):
         try:
             fd = os.open(name, _DIRECTORY, dir_fd=place.fd)
         except OSError:
@@ -295,27 +335,72 @@ def sweep(place: Place, target: Target, still_queued: Callable[[int, str, str], 
 
 def _judge(directory: int, target: Target, inside: str, still_queued: Callable[[int, str, str], bool]) -> str:
     """``busy`` (in use, for ``target``), ``used`` (in use, or kept for a queued request, or
-    not ncore's), or ``stale`` (to remove); locked exclusively while judged and removed."""
+    not ncore's), or ``stale`` (to remove); locked exclusively while judged and removed.
+
+    A request for ``target`` itself that nobody uses is withdrawn: the dump about to be
+    queued replaces it, and two requests in a process's queue at once can stall it (CPython
+    3.11 checks its pending calls at every instruction while one of them runs)."""
     try:
         lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
     except OSError:
-        return "used"  # not one of ours, or one being made (its lock is renamed into place locked)
+        return "stale" if _abandoned_half_made(directory) else "used"
     try:
         if os.fstat(lock).st_uid != os.geteuid():
             return "used"
         request = _read(directory, REQUEST).split()
+        mine = request[:2] == [str(target.pid), str(target.start_time)]
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            mine = request[:2] == [str(target.pid), str(target.start_time)]
             return "busy" if mine else "used"
-        if len(request) == 3 and _exists(directory, "params") and _alive(int(request[0]), request[1]):
-            queued = _exists(directory, QUEUED) or still_queued(int(request[0]), request[2], f"{inside}/code.py")
-            if queued:
-                return "used"
-        return "stale"
+        if len(request) != 3 or not _alive(int(request[0]), request[1]):
+            return "stale"
+        if mine:
+            _withdraw(directory)
+        elif _exists(directory, "params") and _exists(directory, QUEUED):
+            return "used"  # another process's request, still to run: its payload removes the directory
+        return "used" if still_queued(int(request[0]), request[2], f"{inside}/code.py") else "stale"
     finally:
         os.close(lock)
+
+
+def _abandoned_half_made(directory: int) -> bool:
+    """Whether a directory without its lock was left half made by an ncore of this user
+    that died: its lock file still under its first name, unlocked, and older than making a
+    directory takes. Any other directory without a lock is not ncore's, or being made."""
+    try:
+        fd = os.open(f"{LOCK}.new", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or time.time() - info.st_mtime < HALF_MADE_SECONDS:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _withdraw(directory: int) -> None:
+    try:
+        os.rename("params", "withdrawn", src_dir_fd=directory, dst_dir_fd=directory)
+    except OSError:
+        pass
+
+
+def _remove_if_process_gone(directory: int, name: str) -> None:
+    """Remove a per-process file of ncore's user once its process has exited."""
+    pid, _, start = name.split(".", 2)[-1].partition(".")
+    if not pid.isdigit() or _alive(int(pid), start):
+        return
+    try:
+        if os.stat(name, dir_fd=directory, follow_symlinks=False).st_uid == os.geteuid():
+            os.unlink(name, dir_fd=directory)
+    except OSError:
+        pass
 
 
 def _read(directory: int, name: str) -> str:

@@ -20,11 +20,11 @@ import os
 import time
 
 from . import interrupts
-from .errors import AlreadyTraced, BadUsage, DumpFailed, Interrupted, NcoreError, TargetExited, TimedOut
-from .methods import Injection, Outcome, choose, forget, still_queued
+from .errors import AlreadyTraced, BadUsage, Busy, DumpFailed, Interrupted, NcoreError, TargetExited, TimedOut
+from .methods import Injection, Outcome, choose, forget, page_image, still_queued
 from .payload import decode_fields, encode_fields
 from .private import QUEUED, Place, PrivateDirectory, TargetLock, sweep
-from .target import Target, inspect
+from .target import Target, already_traced, inspect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ _BUDGET_SECONDS = 12.0
 """A started dump's time budget until the payload has said it (pypanic's default and margin)."""
 _MARGIN_SECONDS = 2.0
 """Waited past a dump's budget before ncore leaves it to finish on its own."""
+_CALL_END_SECONDS = 0.02
+"""How long the few C lines after a payload's last step are given to run (see _let_the_call_end)."""
 _POLL_SECONDS = 0.0005
 _CHECK_SECONDS = 0.01
 """How often a wait also looks whether the target is still alive."""
@@ -281,46 +283,73 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     started = time.monotonic()
     deadline = started + request.timeout
     _stop_if_asked(request.pid, "before ncore looked at it")
-    target = inspect(request.pid)
-    method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
+    # Another tracer is refused only under the target's lock: until then it may be an ncore
+    # that holds the lock, and this one waits for it.
+    target = inspect(request.pid, refuse_traced=False)
     output_dir = output_directory(target, request.output_dir)
-    progress("inspected")
     place = Place(target)
     lock = TargetLock(place, target)
     try:
-        lock.acquire(deadline, lambda: interrupts.requested() is not None)
+        lock.acquire(deadline, lambda: _stop_if_asked(request.pid, "while another ncore was dumping it"))
         _wait_for_earlier_dumps(place, target, deadline)
+        traced = already_traced(target.pid)
+        if traced is not None:
+            raise traced
+        # Chosen only now: how the main thread is found decides, and another ncore's dump changes it.
+        method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
+        progress("inspected")
         _stop_if_asked(request.pid, "before ncore touched it")
-        private = PrivateDirectory(place, target, method.name)
-        handshake: Handshake | None = None
-        try:
-            copy_out = not request.keep_running and not target.same_mount_namespace
-            params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
-                      "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else _ACK_SECONDS),
-                      "probe": "1" if request.probe else None}  # fmt: skip
-            params["pypanic"] = _carried_pypanic(target, private)
-            private.write("params", encode_fields(params))
-            with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
-                private.write("payload.py", f.read())
-            code = injected_code(private.inside)
-            code_file = private.write("code.py", code)
-            injection = Injection(code, code_file, request.mode, deadline, script=f"{private.inside}/code.py")
-            handshake = Handshake(target, private, copy_out, deadline)
-            outcome = _inject(method, target, injection, handshake)
-            private.write(QUEUED, b"")
-            progress("injected")
-            try:
-                _wait_for_answer(target, handshake, outcome)
-                progress("answered")
-                return _result(request, target, handshake, outcome, skipped, started, output_dir)
-            except NcoreError as e:
-                e.transcript = e.transcript or outcome.transcript
-                raise
-        finally:
-            private.release(remove=not _still_needed(handshake, private, target, method))
+        return _dump(request, target, place, method, skipped, output_dir, started, progress)
     finally:
         lock.release()
         place.close()
+
+
+def _dump(
+    request: Request,
+    target: Target,
+    place: Place,
+    method: Method,
+    skipped: list[str],
+    output_dir: str | None,
+    started: float,
+    progress: Callable[[str], None],
+) -> Result:
+    """The dump, once ncore holds the target's lock: the private directory, the injection,
+    the wait for the answer, and the directory released (kept while the target may use it)."""
+    deadline = started + request.timeout
+    private = PrivateDirectory(place, target, method.name)
+    handshake: Handshake | None = None
+    try:
+        copy_out = not request.keep_running and not target.same_mount_namespace
+        params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
+                  "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else _ACK_SECONDS),
+                  "probe": "1" if request.probe else None}  # fmt: skip
+        params["pypanic"] = _carried_pypanic(target, private)
+        private.write("params", encode_fields(params))
+        with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
+            private.write("payload.py", f.read())
+        code = injected_code(private.inside)
+        code_file = private.write("code.py", code)
+        running_lock, running_inside = place.running_lock(target)
+        page, pending_at = page_image(code, target, running_inside)
+        injection = Injection(code, code_file, request.mode, deadline, f"{private.inside}/code.py",
+                              page, pending_at, running_lock)  # fmt: skip
+        handshake = Handshake(target, private, copy_out, deadline)
+        outcome = _inject(method, target, injection, handshake)
+        private.write(QUEUED, b"")
+        progress("injected")
+        try:
+            _wait_for_answer(target, handshake, outcome)
+            progress("answered")
+            result = _result(request, target, handshake, outcome, skipped, started, output_dir)
+            _let_the_call_end(target, private, outcome)
+            return result
+        except NcoreError as e:
+            e.transcript = e.transcript or outcome.transcript
+            raise
+    finally:
+        private.release(remove=not _still_needed(handshake, private, target, method))
 
 
 def _still_needed(handshake: Handshake | None, private: PrivateDirectory, target: Target, method: Method) -> bool:
@@ -333,6 +362,21 @@ def _still_needed(handshake: Handshake | None, private: PrivateDirectory, target
     return not forget(target.pid, method.name, f"{private.inside}/code.py")
 
 
+def _let_the_call_end(target: Target, private: PrivateDirectory, outcome: Outcome) -> None:
+    """Keep the target's lock (no other ncore may start) until the payload has returned.
+
+    CPython 3.11 runs a pending call queued while another runs in the same pass, with its
+    eval breaker left on, where any tracing (pypanic's guarded calls) loops forever. So the
+    next dump of a process must not be queued until this one's call has left the pending
+    calls: the payload releases its lock as its last step, and a few lines of C remain.
+    """
+    until = time.monotonic() + _ACK_SECONDS
+    while not private.unused() and time.monotonic() < until and target.alive():
+        time.sleep(_POLL_SECONDS)
+    if outcome.path == "pending" and target.version == (3, 11):
+        time.sleep(_CALL_END_SECONDS)
+
+
 def _stop_if_asked(pid: int, when: str) -> None:
     number = interrupts.requested()
     if number is not None:
@@ -342,13 +386,18 @@ def _stop_if_asked(pid: int, when: str) -> None:
 def _wait_for_earlier_dumps(place: Place, target: Target, deadline: float) -> None:
     """Sweep what ncores that are gone left behind, and wait while a dump of ``target`` one
     of them started is still being written."""
+    waited = False
     while sweep(place, target, still_queued):
-        if time.monotonic() > deadline or interrupts.requested() is not None:
+        _stop_if_asked(target.pid, "while it waited for an earlier dump of it")
+        if time.monotonic() > deadline:
             raise AlreadyTraced(
                 f"process {target.pid} is still writing a dump another ncore (now gone) asked for",
                 "wait for it to finish (its dump appears in the target's directory) and run ncore again",
             )
+        waited = True
         time.sleep(_CHECK_SECONDS)
+    if waited:
+        time.sleep(_CALL_END_SECONDS)  # its payload has released its lock: let its call end (see _let_the_call_end)
 
 
 def _inject(method: Method, target: Target, injection: Injection, handshake: Handshake) -> Outcome:
@@ -369,13 +418,19 @@ def _inject(method: Method, target: Target, injection: Injection, handshake: Han
         finally:
             done.release()
 
-    _thread.start_new_thread(work, ())
-    while not done.acquire(timeout=_POLL_SECONDS):
-        if handshake.poll() and not injection.acknowledged_by_method:
-            handshake.acknowledge()
-        handshake.decide(time.monotonic())
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
+    while True:
+        _thread.start_new_thread(work, ())
+        while not done.acquire(timeout=_POLL_SECONDS):
+            if handshake.poll() and not injection.acknowledged_by_method:
+                handshake.acknowledge()
+            handshake.decide(time.monotonic())
+        error = box.pop("error", None)
+        if not isinstance(error, Busy) or time.monotonic() > injection.deadline:
+            break
+        _stop_if_asked(target.pid, "while it waited for another ncore's pending call to end")
+        time.sleep(_CHECK_SECONDS)
+    if isinstance(error, BaseException):
+        raise error
     return box["outcome"]  # type: ignore[return-value]
 
 

@@ -442,8 +442,10 @@ def _version_in_name(name: str) -> tuple[int, int] | None:
     return (3, int(minor)) if minor else None
 
 
-def inspect(pid: int) -> Target:
-    """Everything ncore needs to know about ``pid`` before attaching; refuses what it must."""
+def inspect(pid: int, refuse_traced: bool = True) -> Target:
+    """Everything ncore needs to know about ``pid`` before attaching; refuses what it must
+    (a traced process too, unless ``refuse_traced`` is False: the caller checks that later,
+    with ``already_traced``)."""
     if pid <= 0:
         raise BadUsage(f"{pid} is not a process id", "give the pid of the Python process to dump, e.g. `ncore 1369`")
     if pid == os.getpid():
@@ -464,7 +466,7 @@ def inspect(pid: int) -> Target:
             f"process {pid} ({comm}) is a zombie: it has exited and only waits for its parent to collect it",
             "there is nothing left to dump; look for the dump it may have written, or at its parent",
         )
-    traced = already_traced(pid)
+    traced = already_traced(pid) if refuse_traced else None
     if traced is not None:
         raise traced
     if state[0] == "T":

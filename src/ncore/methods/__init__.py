@@ -9,6 +9,8 @@ the ptrace method alone (the gdb method's imports cost more than a whole dump).
 
 from __future__ import annotations
 
+import os
+
 from .. import arch
 from ..errors import MethodUnavailable
 
@@ -42,10 +44,27 @@ class Injection:
     """What to run in the target: the code, as bytes and as a file the method may read, and
     the session's side of a method that waits with the dump (a direct call)."""
 
-    def __init__(self, code: bytes, code_file: str, mode: str, deadline: float, script: str = "") -> None:
+    def __init__(
+        self,
+        code: bytes,
+        code_file: str,
+        mode: str,
+        deadline: float,
+        script: str = "",
+        page: bytes = b"",
+        pending_at: int = 0,
+        running_lock: str | None = None,
+    ) -> None:
         self.code = code
         self.code_file = code_file
         """The code's file, as ncore sees it."""
+        self.page = page or code + b"\0"
+        """What goes into the page mapped in the target: the code, NUL-ended, then at
+        ``pending_at`` (when not 0) the function a pending call runs (see ``page_image``)."""
+        self.pending_at = pending_at
+        self.running_lock = running_lock
+        """The process's running lock, as ncore sees it: locked while a pending call of
+        ncore's runs there (a method checks it before queueing another)."""
         self.mode = mode
         self.deadline = deadline
         """time.monotonic() by which the method must have set the call up."""
@@ -96,6 +115,40 @@ def explain(direct: bool, mode: str, syscall: int, gil_waiter: bool) -> str:
             "at its next safe point"
         )
     return f"the main thread was {where} holding the GIL; it runs the pending call when that call returns"
+
+
+def page_image(code: bytes, target: Target, running_lock: str) -> tuple[bytes, int]:
+    """The page a method maps in the target: ``code`` NUL-ended, then (on x86_64) the
+    function the pending call runs, which holds ``running_lock`` (a path as the target
+    sees it) while the code runs; and where that function starts (0: none, the pending
+    call runs PyRun_SimpleString itself)."""
+    head = code + b"\0"
+    if arch.machine() != "x86_64" or "PyRun_SimpleString" not in target.functions:
+        return head, 0
+    from .frame import pending_call
+
+    at = (len(head) + 15) & -16
+    trampoline = pending_call(os.fsencode(running_lock), target.functions["PyRun_SimpleString"])
+    return head + bytes(at - len(head)) + trampoline, at
+
+
+def running(lock: str | None) -> bool:
+    """Whether a pending call of ncore's runs in the process whose running lock is ``lock``."""
+    if lock is None:
+        return False
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 NEWEST_ONLY = {"remote-exec": (3, 14)}

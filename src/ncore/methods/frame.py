@@ -198,3 +198,24 @@ class DirectCall:
         )  # fmt: skip
         self.tail = len(head)
         self.code = head + tail
+
+
+def pending_call(running_lock: bytes, run: int) -> bytes:
+    """The function a pending call runs, ``int f(const char *code)``: it holds the process's
+    running lock (``running_lock``, a path as the target sees it, shared) around
+    ``PyRun_SimpleString(code)`` at ``run``, and returns 0. The lock is taken and dropped in
+    C, so that a dump may be queued only while no pending call of ncore's runs: CPython 3.11
+    hangs one that is queued while another runs (see ncore.session._let_the_call_end).
+    Position-independent: the path follows the code. System calls only, so errno is kept.
+    """
+    code = (
+        bytes.fromhex("53 55 4883ec08 4889fb")  # push rbx; push rbp; sub $8, %rsp; mov %rdi, %rbx
+        + bytes.fromhex("488d3d") + b"@@@@"  # lea path(%rip), %rdi
+        + bytes.fromhex("be00000800 b802000000 0f05 89c5 85c0")  # open(path, O_RDONLY|O_CLOEXEC); fd in %ebp
+        + bytes.fromhex("780e 89ef be01000000 b849000000 0f05")  # if fd >= 0: flock(fd, LOCK_SH)
+        + bytes.fromhex("4889df") + _movabs(_RAX, run) + _CALL_RAX  # PyRun_SimpleString(code)
+        + bytes.fromhex("85ed 7809 89ef b803000000 0f05")  # if fd >= 0: close(fd)
+        + bytes.fromhex("31c0 4883c408 5d 5b c3")  # return 0
+    )  # fmt: skip
+    at = code.index(b"@@@@")
+    return code.replace(b"@@@@", struct.pack("<i", len(code) - (at + 4))) + running_lock + b"\0"

@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from .. import arch, cpu
-from ..errors import MethodUnavailable, NcoreError, NoSuchProcess, TimedOut
+from ..errors import Busy, MethodUnavailable, NcoreError, NoSuchProcess, TimedOut
 from ..target import Target, attach_refused
-from . import Injection, Outcome, explain
+from . import Injection, Outcome, explain, running
 
 _VERSION = re.compile(r"^GNU gdb .*?(\d+)\.(\d+)", re.MULTILINE)
 _VERSIONS: dict[tuple[str, ...], tuple[int, int] | None] = {}
@@ -113,13 +113,15 @@ class Gdb:
             return f"`{' '.join(self.command)} --version` did not print a gdb version"
         return call_problem(version, cpu.xsave_bytes())
 
-    def argv(self, target: Target, injection: Injection) -> list[str]:
+    def argv(self, target: Target, injection: Injection, page_file: str) -> list[str]:
+        """gdb's command line; ``page_file`` holds ``injection.page``, for gdb to copy into the target."""
         pid = target.pid
         low, high = target.runtime
         settings = {
             "ncore_mode": str(("auto", "pending", "direct").index(injection.mode)),
-            "ncore_code_file": _quote(injection.code_file),
-            "ncore_code_size": str(len(injection.code)),
+            "ncore_code_file": _quote(page_file),
+            "ncore_code_size": str(len(injection.page)),
+            "ncore_pending_at": str(injection.pending_at),
             "ncore_runtime_lo": str(low),
             "ncore_runtime_hi": str(high),
             "ncore_futex": str(arch.FUTEX.get(arch.machine(), -1)),
@@ -139,10 +141,18 @@ class Gdb:
         return [*argv, "-x", str(scripts / "inject.gdb"), "-x", str(scripts / "finish.gdb"), "-ex", "detach"]
 
     def inject(self, target: Target, injection: Injection) -> Outcome:
-        argv = self.argv(target, injection)
+        if running(injection.running_lock):
+            raise Busy(
+                f"process {target.pid} is running another ncore's pending call; nothing was done to it",
+                "wait for that dump to finish and run ncore again",
+            )
         lines: list[tuple[float, str]] = []
-        # A file, not a pipe: a gdb that outlives ncore must not die of SIGPIPE mid-call.
-        with tempfile.TemporaryFile() as output:
+        # gdb's output goes to a file, not a pipe: a gdb that outlives ncore must not die
+        # of SIGPIPE mid-call.
+        with tempfile.NamedTemporaryFile(prefix="ncore-page.") as page, tempfile.TemporaryFile() as output:
+            page.write(injection.page)
+            page.flush()
+            argv = self.argv(target, injection, page.name)
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
             )

@@ -42,10 +42,10 @@ import time
 
 from .. import arch
 from ..elf import ET_DYN, NotElf, read_elf
-from ..errors import MethodUnavailable, NcoreError, NoSuchProcess, TargetExited, TimedOut
+from ..errors import Busy, MethodUnavailable, NcoreError, NoSuchProcess, TargetExited, TimedOut
 from ..memory import Memory
 from ..target import Mapping, Target, attach_refused, mappings, permission_hint
-from . import Injection, Outcome, explain
+from . import Injection, Outcome, explain, running
 from .frame import RETURNED_CODE, RETURNED_SYSCALL_END, SIGRETURN_CODE, SYSCALL_RET_CODE, DirectCall, Frame, restarted
 
 TYPE_CHECKING = False
@@ -84,6 +84,8 @@ _EVERY_SIGNAL = (1 << 64) - 1
 _RESTARTS = frozenset({-512, -513, -514})
 """The kernel's ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND: the interrupted call will be made again."""
 _LIBC_NAMES = ("libc.so", "libc-", "ld-musl-")
+_SEARCH_CHUNK = 1 << 16
+"""How much of the C library's code is read at a time while looking for the code calls run through."""
 
 
 class Machine:
@@ -294,16 +296,20 @@ def find_gadgets(pid: int, maps: list[Mapping]) -> Gadgets | str:
     executable = [m for m in maps if "x" in m.perms and m.path.startswith("/")]
     executable.sort(key=lambda m: not any(name in os.path.basename(m.path) for name in _LIBC_NAMES))
     found: dict[bytes, int] = {}
+    overlap = len(SIGRETURN_CODE) - 1
     with Memory(pid) as memory:
         for mapping in executable:
-            try:
-                text = memory.read(mapping.start, mapping.end - mapping.start)
-            except OSError:
-                continue
-            for code in (SYSCALL_RET_CODE, SIGRETURN_CODE):
-                at = text.find(code)
-                if at >= 0 and code not in found:
-                    found[code] = mapping.start + at
+            for start in range(mapping.start, mapping.end, _SEARCH_CHUNK):
+                try:
+                    text = memory.read(start, min(_SEARCH_CHUNK + overlap, mapping.end - start))
+                except OSError:
+                    break
+                for code in (SYSCALL_RET_CODE, SIGRETURN_CODE):
+                    at = text.find(code)
+                    if at >= 0 and code not in found:
+                        found[code] = start + at
+                if len(found) == 2:
+                    break
             if len(found) == 2:
                 break
     if len(found) < 2:
@@ -759,9 +765,10 @@ def _show(value: int) -> str:
     return f"{value:#x}" if abs(value) > 0xFFFF else str(value)
 
 
-def page_layout(code: bytes) -> tuple[int, int]:
-    """Where, in the page, the return code and the direct call go after ``code`` (NUL-ended)."""
-    returned = (len(code) + 1 + 15) & -16
+def page_layout(image: bytes) -> tuple[int, int]:
+    """Where, in the page, the return code and the direct call go after ``image`` (the
+    session's part: the code and the pending call's function)."""
+    returned = (len(image) + 15) & -16
     return returned, (returned + len(RETURNED_CODE) + 15) & -16
 
 
@@ -816,13 +823,18 @@ class Ptrace:
             if why is not None:
                 raise MethodUnavailable(why)
             gadgets = self._gadgets[target.pid]
-        size = (len(injection.code) + 1 + 512 + mmap.PAGESIZE - 1) & -mmap.PAGESIZE
-        returned, direct_at = page_layout(injection.code)
+        size = (len(injection.page) + 512 + mmap.PAGESIZE - 1) & -mmap.PAGESIZE
+        returned, direct_at = page_layout(injection.page)
         transcript: list[str] = []
         tracee = Tracee(target, machine, gadgets, injection.deadline, transcript)
         decided: tuple[str, str] | None = None
         try:
             with tracee:
+                if running(injection.running_lock):
+                    raise Busy(
+                        f"process {target.pid} is running another ncore's pending call; nothing was done to it",
+                        "wait for that dump to finish and run ncore again",
+                    )
                 registers = tracee.saved_registers()
                 syscall = _signed(registers[machine.interrupted_syscall])
                 low, high = target.runtime
@@ -833,11 +845,11 @@ class Ptrace:
                     raise NcoreError(f"mmap failed in process {target.pid}: {os.strerror(-page)}")
                 direct_call = DirectCall(api, page, page, size, gadgets.syscall_ret, gadgets.sigreturn,
                                          gadgets.errno_location, machine.munmap)  # fmt: skip
-                contents = injection.code + b"\0"
-                contents += bytes(returned - len(contents)) + RETURNED_CODE
+                contents = injection.page + bytes(returned - len(injection.page)) + RETURNED_CODE
                 contents += bytes(direct_at - len(contents)) + direct_call.code
                 tracee.memory.write(page, contents)
                 tracee.use_page(page, returned)
+                pending = page + injection.pending_at if injection.pending_at else api["PyRun_SimpleString"]
                 # Each call costs stopped time; the GIL question matters only in a system call.
                 gil_held = -1 if syscall < 0 else int(tracee.call("PyGILState_Check", api["PyGILState_Check"]) != 0)
                 transcript.append(f"state syscall={syscall} gil_held={gil_held} gil_waiter={int(gil_waiter)}")
@@ -854,7 +866,7 @@ class Ptrace:
                     tracee.launch("the direct call", page + direct_at)
                     if tracee.watch(injection.answered, injection.wanted):
                         tracee.finish(injection.acknowledge)
-                elif tracee.call("Py_AddPendingCall", api["Py_AddPendingCall"], api["PyRun_SimpleString"], page) < 0:
+                elif tracee.call("Py_AddPendingCall", api["Py_AddPendingCall"], pending, page) < 0:
                     raise NcoreError(
                         f"process {target.pid} refused the pending call: its queue of pending calls is full",
                         "try again in a moment",
