@@ -89,17 +89,19 @@ def start_target(interpreter: Interpreter, kind: str, space: Workspace) -> subpr
     return process
 
 
-def ncore_command(method: str, pid: int) -> list[str]:
-    return [sys.executable, "-m", "ncore", "--json", "--keep-running", "--method", method, "--timeout", "20", str(pid)]
+NCORE = (sys.executable, "-m", "ncore")
 
 
-def interrupt(plan: Plan, target: subprocess.Popen[str], env: dict[str, str]) -> list[str]:
-    """Run ncore on ``target``, send the plan's signal at the plan's moment; what went wrong
-    (empty: nothing). ncore runs in a process group of its own, as from a shell."""
+def interrupt(
+    plan: Plan, target: subprocess.Popen[str], env: dict[str, str], ncore_command: tuple[str, ...] = NCORE
+) -> list[str]:
+    """Run ncore (``ncore_command``) on ``target``, send the plan's signal at the plan's
+    moment; what went wrong (empty: nothing). ncore runs in a process group of its own, as
+    from a shell."""
+    argv = [*ncore_command, "--json", "--keep-running", "--method", plan.method, "--timeout", "20", str(target.pid)]
     ncore = subprocess.Popen(
-        ncore_command(plan.method, target.pid), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,
-    )  # fmt: skip
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     time.sleep(plan.delay_ms / 1000)
     number = SIGNALS[plan.signal_name]
     try:

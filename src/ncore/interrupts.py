@@ -8,6 +8,11 @@ number (130 for Ctrl-C). A second such signal quits at once, as SIGKILL would: n
 leaves a target needing ncore to get back (see each method's docstring), so that is safe,
 and a private directory left behind is removed by the next ncore.
 
+Ctrl-Z (SIGTSTP) is held too: ncore suspends itself only once the dump is done, since a
+suspended ncore would keep the target stopped if it held it at that moment. SIGSTOP
+cannot be held: sent to ncore during the milliseconds it holds the target stopped, it
+stops both until SIGCONT.
+
 ``_signal`` is used rather than ``signal``, whose import of enum costs more than the rest
 of ncore's start.
 """
@@ -27,6 +32,8 @@ HELD: tuple[int, ...] = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 NAMES: dict[int, str] = {_signal.SIGINT: "SIGINT (Ctrl-C)", _signal.SIGTERM: "SIGTERM", _signal.SIGHUP: "SIGHUP"}
 
 _noted: list[int] = []
+_suspend: list[int] = []
+_holding: list[Held] = []
 
 
 def _note(number: int, frame: object) -> None:
@@ -35,24 +42,38 @@ def _note(number: int, frame: object) -> None:
     _noted.append(number)
 
 
+def _note_suspend(number: int, frame: object) -> None:
+    _suspend[:] = [number]
+
+
 class Held:
-    """A context that holds HELD signals (in the main thread; elsewhere it does nothing)."""
+    """A context that holds HELD signals and Ctrl-Z (in the main thread; elsewhere, or
+    inside another Held, it does nothing). Leaving it acts on a Ctrl-Z held meanwhile."""
 
     def __init__(self) -> None:
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> Held:
+        if _holding:
+            return self
         try:
             for number in HELD:
                 self.previous[number] = _signal.signal(number, _note)
+            self.previous[_signal.SIGTSTP] = _signal.signal(_signal.SIGTSTP, _note_suspend)
         except ValueError:  # not the main thread: signals are not ours to handle
             self.__exit__()
+            return self
+        _holding.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for number, handler in self.previous.items():
             _signal.signal(number, handler)
         self.previous.clear()
+        if self in _holding:
+            _holding.remove(self)
+            if _suspend:
+                os.kill(os.getpid(), _suspend.pop())
 
 
 def requested() -> int | None:

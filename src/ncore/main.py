@@ -12,19 +12,18 @@ from . import interrupts
 
 
 def main() -> None:
-    held = interrupts.Held().__enter__()
-    from . import options, report
-    from .errors import BadUsage
+    with interrupts.Held():
+        from . import options, report
+        from .errors import BadUsage
 
-    values = options.parse(sys.argv[1:])
-    if values is not None:
-        try:
-            wanted = options.request(values)
-        except BadUsage:
-            pass  # click reads the line again and says what is wrong with it, with the usage
-        else:
-            sys.exit(report.dump(wanted, bool(values["as_json"]), bool(values["verbose"])))
-    held.__exit__()
+        values = options.parse(sys.argv[1:])
+        if values is not None:
+            try:
+                wanted = options.request(values)
+            except BadUsage:
+                pass  # click reads the line again and says what is wrong with it, with the usage
+            else:
+                sys.exit(report.dump(wanted, bool(values["as_json"]), bool(values["verbose"])))
     stopped = interrupts.requested()
     if stopped is not None:
         sys.exit(128 + stopped)

@@ -49,6 +49,30 @@ HALF_MADE_SECONDS = 5.0
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def alone(fd: int) -> bool:
+    """Whether the lock on ``fd``'s file can be had exclusively, nobody else holding it; if
+    so, ``fd`` holds it so now."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def held(path: str | None) -> bool:
+    """Whether anyone holds a lock on the file at ``path`` (None, or no such file: nobody)."""
+    if path is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return not alone(fd)
+    finally:
+        os.close(fd)
+
+
 class Place:
     """The directory (one of PARENTS in the target's root) where ncore works for a target."""
 
@@ -119,16 +143,13 @@ class TargetLock:
         ``check()`` is called while waiting (it raises to stop the wait)."""
         while True:
             fd = self._open()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-            else:
+            if alone(fd):
                 if self._still_linked(fd):
                     self.fd = fd
                     return
                 os.close(fd)  # its holder removed it meanwhile: take the new one
                 continue
+            os.close(fd)
             check()
             if time.monotonic() > deadline:
                 raise AlreadyTraced(
@@ -226,9 +247,7 @@ class PrivateDirectory:
 
     def unused(self) -> bool:
         """Whether nobody but ncore holds the directory's lock (the payload has returned)."""
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not alone(self.lock_fd):
             return False
         fcntl.flock(self.lock_fd, fcntl.LOCK_SH)
         return True
@@ -349,9 +368,7 @@ def _judge(directory: int, target: Target, inside: str, still_queued: Callable[[
             return "used"
         request = _read(directory, REQUEST).split()
         mine = request[:2] == [str(target.pid), str(target.start_time)]
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not alone(lock):
             return "busy" if mine else "used"
         if len(request) != 3 or not _alive(int(request[0]), request[1]):
             return "stale"
@@ -374,14 +391,10 @@ def _abandoned_half_made(directory: int) -> bool:
         return False
     try:
         info = os.fstat(fd)
-        if info.st_uid != os.geteuid() or time.time() - info.st_mtime < HALF_MADE_SECONDS:
-            return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
+        young = time.time() - info.st_mtime < HALF_MADE_SECONDS
+        return info.st_uid == os.geteuid() and not young and alone(fd)
     finally:
         os.close(fd)
-    return True
 
 
 def _withdraw(directory: int) -> None:

@@ -132,25 +132,6 @@ def page_image(code: bytes, target: Target, running_lock: str) -> tuple[bytes, i
     return head + bytes(at - len(head)) + trampoline, at
 
 
-def running(lock: str | None) -> bool:
-    """Whether a pending call of ncore's runs in the process whose running lock is ``lock``."""
-    if lock is None:
-        return False
-    import fcntl
-
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 NEWEST_ONLY = {"remote-exec": (3, 14)}
 """Methods for targets of this CPython or later: an older target passes them over without
 their module being imported (remote exec's import alone costs a tenth of a dump)."""

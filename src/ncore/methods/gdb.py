@@ -26,8 +26,9 @@ from pathlib import Path
 
 from .. import arch, cpu
 from ..errors import Busy, MethodUnavailable, NcoreError, NoSuchProcess, TimedOut
+from ..private import held
 from ..target import Target, attach_refused
-from . import Injection, Outcome, explain, running
+from . import Injection, Outcome, explain
 
 _VERSION = re.compile(r"^GNU gdb .*?(\d+)\.(\d+)", re.MULTILINE)
 _VERSIONS: dict[tuple[str, ...], tuple[int, int] | None] = {}
@@ -141,7 +142,7 @@ class Gdb:
         return [*argv, "-x", str(scripts / "inject.gdb"), "-x", str(scripts / "finish.gdb"), "-ex", "detach"]
 
     def inject(self, target: Target, injection: Injection) -> Outcome:
-        if running(injection.running_lock):
+        if held(injection.running_lock):
             raise Busy(
                 f"process {target.pid} is running another ncore's pending call; nothing was done to it",
                 "wait for that dump to finish and run ncore again",

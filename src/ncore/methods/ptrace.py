@@ -44,8 +44,9 @@ from .. import arch
 from ..elf import ET_DYN, NotElf, read_elf
 from ..errors import Busy, MethodUnavailable, NcoreError, NoSuchProcess, TargetExited, TimedOut
 from ..memory import Memory
+from ..private import held
 from ..target import Mapping, Target, attach_refused, mappings, permission_hint
-from . import Injection, Outcome, explain, running
+from . import Injection, Outcome, explain
 from .frame import RETURNED_CODE, RETURNED_SYSCALL_END, SIGRETURN_CODE, SYSCALL_RET_CODE, DirectCall, Frame, restarted
 
 TYPE_CHECKING = False
@@ -686,11 +687,7 @@ class Tracee:
             self._take_back_borrowed_time()
             resumed = restarted(self.saved_registers(), handler=False)
             self.kernel.set_regset(self.pid, _NT_PRSTATUS, self._pack(resumed))
-        self.kernel.ptrace(_PTRACE_DETACH, self.pid)
-        self.state = "free"
-        self.released_at = time.monotonic()
-        self.transcript.append(f"restored and detached; the thread was borrowed for {self.borrowed_ms():.1f} ms")
-        self._send_kept_signals()
+        self._detach("restored and detached")
 
     def _let_go(self) -> None:
         """Detach from a thread in a call, which it finishes and returns from on its own."""
@@ -699,13 +696,15 @@ class Tracee:
         except _Late:
             self.transcript.append("the thread did not stop to be let go; ncore's exit lets go of it")
             return
+        self._detach(f"let go of the thread in {self.calling}, which returns on its own")
+
+    def _detach(self, how: str) -> None:
+        """Detach, say ``how`` and for how long the thread was borrowed, and send again the
+        signals that were kept from it."""
         self.kernel.ptrace(_PTRACE_DETACH, self.pid)
         self.state = "free"
         self.released_at = time.monotonic()
-        self.transcript.append(f"let go of the thread in {self.calling}; it returns on its own")
-        self._send_kept_signals()
-
-    def _send_kept_signals(self) -> None:
+        self.transcript.append(f"{how}; the thread was borrowed for {self.borrowed_ms():.1f} ms")
         for number in self.signals:
             os.kill(self.pid, number)
         if self.signals:
@@ -830,7 +829,7 @@ class Ptrace:
         decided: tuple[str, str] | None = None
         try:
             with tracee:
-                if running(injection.running_lock):
+                if held(injection.running_lock):
                     raise Busy(
                         f"process {target.pid} is running another ncore's pending call; nothing was done to it",
                         "wait for that dump to finish and run ncore again",

@@ -202,16 +202,31 @@ def _request_fields(pid: int) -> tuple[Memory, int, Offsets] | None:
     return memory, support, offsets
 
 
-def still_pending(pid: int, script: str) -> bool:
-    """Whether process ``pid`` still has a request to run ``script`` that it has not taken."""
+def _request_for(pid: int, script: str) -> tuple[Memory, int, int] | None:
+    """Process ``pid``'s memory (open) and where its remote exec request's pending flag and
+    path are, when that path is ``script``'s; None when it holds no request for it."""
     found = _request_fields(pid)
     if found is None:
-        return False
+        return None
     memory, support, offsets = found
+    wanted = os.fsencode(script) + b"\0"
+    try:
+        if memory.read(support + offsets.script_path, len(wanted)) == wanted:
+            return memory, support + offsets.pending_call, support + offsets.script_path
+    except OSError:
+        pass
+    memory.close()
+    return None
+
+
+def still_pending(pid: int, script: str) -> bool:
+    """Whether process ``pid`` still has a request to run ``script`` that it has not taken."""
+    found = _request_for(pid, script)
+    if found is None:
+        return False
+    memory, pending, _ = found
     with memory:
-        wanted = os.fsencode(script) + b"\0"
-        pending = memory.read(support + offsets.pending_call, 4) != bytes(4)
-        return pending and memory.read(support + offsets.script_path, len(wanted)) == wanted
+        return memory.read(pending, 4) != bytes(4)
 
 
 def withdraw(pid: int, script: str) -> bool:
@@ -219,14 +234,11 @@ def withdraw(pid: int, script: str) -> bool:
     path, which the target then takes for no request. True when the target will not open
     ``script`` (it had not taken the request, or holds none for it); False when it took
     the request, and may be about to open the file."""
-    found = _request_fields(pid)
+    found = _request_for(pid, script)
     if found is None:
         return True
-    memory, support, offsets = found
+    memory, pending, path = found
     with memory:
-        wanted = os.fsencode(script) + b"\0"
-        if memory.read(support + offsets.script_path, len(wanted)) != wanted:
-            return True
-        memory.write(support + offsets.script_path, b"\0")
+        memory.write(path, b"\0")
         # Read after the write: a request still pending now reads an empty path when taken.
-        return memory.read(support + offsets.pending_call, 4) != bytes(4)
+        return memory.read(pending, 4) != bytes(4)
