@@ -97,10 +97,10 @@ def test_the_frame_holds_the_thread():
 
 
 def test_the_direct_call_keeps_its_values_in_the_frames_siginfo():
-    """The GIL state and errno go where rt_sigreturn never reads, above the ucontext."""
-    assert UCONTEXT + DirectCall.STATE == SCRATCH and DirectCall.ERRNO + UCONTEXT + 4 <= FRAME_BYTES
+    """The GIL state goes where rt_sigreturn never reads, above the ucontext."""
+    assert UCONTEXT + DirectCall.STATE == SCRATCH and DirectCall.STATE + UCONTEXT + 4 <= FRAME_BYTES
     api = {"PyGILState_Ensure": 0x1111, "PyRun_SimpleString": 0x2222, "PyGILState_Release": 0x3333}
-    call = DirectCall(api, 0x4444, 0x5000, 4096, 0x6666, 0x7777, None, 11)
+    call = DirectCall(api, 0x4444, 0x5000, 4096, 0x6666, 0x7777, 11)
     for address in (0x1111, 0x2222, 0x3333, 0x4444, 0x5000, 0x6666, 0x7777):
         assert struct.pack("<Q", address) in call.code
     assert call.code[call.tail :].startswith(bytes.fromhex("8bbc24"))  # the tail loads the GIL state first

@@ -70,12 +70,14 @@ def _wait_for_ack(directory: str, seconds: float, lock: int) -> None:
     holds the lock shared: only once it is gone can the payload take it alone)."""
     deadline = time.monotonic() + seconds
     ack = os.path.join(directory, "ack")
+    pause = 0.0001
     while time.monotonic() < deadline and not os.path.exists(ack):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            select.select([], [], [], 0.002)
+            select.select([], [], [], pause)
+            pause = min(pause * 2, 0.002)
 
 
 def _share_lock(directory: str) -> int | None:

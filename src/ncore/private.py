@@ -245,13 +245,6 @@ class PrivateDirectory:
                 with open(os.path.join(source, module), "rb") as f:
                     self.write(module, f.read(), self.package_fd)
 
-    def unused(self) -> bool:
-        """Whether nobody but ncore holds the directory's lock (the payload has returned)."""
-        if not alone(self.lock_fd):
-            return False
-        fcntl.flock(self.lock_fd, fcntl.LOCK_SH)
-        return True
-
     def release(self, remove: bool) -> None:
         """Stop using the directory: remove it (``remove``), or leave it to the payload that
         still needs it, which removes it when it finds ncore gone. Never raises."""

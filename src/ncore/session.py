@@ -41,8 +41,6 @@ _BUDGET_SECONDS = 12.0
 """A started dump's time budget until the payload has said it (pypanic's default and margin)."""
 _MARGIN_SECONDS = 2.0
 """Waited past a dump's budget before ncore leaves it to finish on its own."""
-_CALL_END_SECONDS = 0.02
-"""How long the few C lines after a payload's last step are given to run (see _let_the_call_end)."""
 _POLL_SECONDS = 0.0005
 _CHECK_SECONDS = 0.01
 """How often a wait also looks whether the target is still alive."""
@@ -342,9 +340,7 @@ def _dump(
         try:
             _wait_for_answer(target, handshake, outcome)
             progress("answered")
-            result = _result(request, target, handshake, outcome, skipped, started, output_dir)
-            _let_the_call_end(target, private, outcome)
-            return result
+            return _result(request, target, handshake, outcome, skipped, started, output_dir)
         except NcoreError as e:
             e.transcript = e.transcript or outcome.transcript
             raise
@@ -362,21 +358,6 @@ def _still_needed(handshake: Handshake | None, private: PrivateDirectory, target
     return not forget(target.pid, method.name, f"{private.inside}/code.py")
 
 
-def _let_the_call_end(target: Target, private: PrivateDirectory, outcome: Outcome) -> None:
-    """Keep the target's lock (no other ncore may start) until the payload has returned.
-
-    CPython 3.11 runs a pending call queued while another runs in the same pass, with its
-    eval breaker left on, where any tracing (pypanic's guarded calls) loops forever. So the
-    next dump of a process must not be queued until this one's call has left the pending
-    calls: the payload releases its lock as its last step, and a few lines of C remain.
-    """
-    until = time.monotonic() + _ACK_SECONDS
-    while not private.unused() and time.monotonic() < until and target.alive():
-        time.sleep(_POLL_SECONDS)
-    if outcome.path == "pending" and target.version == (3, 11):
-        time.sleep(_CALL_END_SECONDS)
-
-
 def _stop_if_asked(pid: int, when: str) -> None:
     number = interrupts.requested()
     if number is not None:
@@ -386,7 +367,6 @@ def _stop_if_asked(pid: int, when: str) -> None:
 def _wait_for_earlier_dumps(place: Place, target: Target, deadline: float) -> None:
     """Sweep what ncores that are gone left behind, and wait while a dump of ``target`` one
     of them started is still being written."""
-    waited = False
     while sweep(place, target, still_queued):
         _stop_if_asked(target.pid, "while it waited for an earlier dump of it")
         if time.monotonic() > deadline:
@@ -394,10 +374,7 @@ def _wait_for_earlier_dumps(place: Place, target: Target, deadline: float) -> No
                 f"process {target.pid} is still writing a dump another ncore (now gone) asked for",
                 "wait for it to finish (its dump appears in the target's directory) and run ncore again",
             )
-        waited = True
         time.sleep(_CHECK_SECONDS)
-    if waited:
-        time.sleep(_CALL_END_SECONDS)  # its payload has released its lock: let its call end (see _let_the_call_end)
 
 
 def _inject(method: Method, target: Target, injection: Injection, handshake: Handshake) -> Outcome:

@@ -150,48 +150,33 @@ RETURNED_SYSCALL_END = len(RETURNED_CODE)
 
 
 def _store(slot: int, register: str) -> bytes:
-    """``mov %eax, slot(%rsp)``, or ``mov slot(%rsp), %edi`` / ``%ecx`` for a load."""
-    modrm = {"store-eax": (0x89, 0x84), "load-edi": (0x8B, 0xBC), "load-ecx": (0x8B, 0x8C)}[register]
+    """``mov %eax, slot(%rsp)``, or ``mov slot(%rsp), %edi`` for a load."""
+    modrm = {"store-eax": (0x89, 0x84), "load-edi": (0x8B, 0xBC)}[register]
     return bytes([modrm[0], modrm[1], 0x24]) + struct.pack("<i", slot)
 
 
 class DirectCall:
     """The direct call as one piece of code the thread runs alone, started with its stack
     pointer at the frame's ucontext: take the GIL, run the code, give the GIL back, unmap
-    the page this code is in, return into ``rt_sigreturn``. errno is kept, as a signal
-    handler keeps it, where the C library says where it lives (``errno_location``).
+    the page this code is in, return into ``rt_sigreturn``.
 
-    ``tail`` is where a crashed run is taken to: it gives the GIL back and returns.
+    errno is not kept, as a signal handler keeps it: a direct call borrows a thread that
+    is inside a blocking system call, and the C library sets errno only once that call
+    returns. ``tail`` is where a crashed run is taken to: it gives the GIL back and returns.
     """
 
     STATE = SCRATCH - UCONTEXT
-    ERRNO = STATE + 4
-    """Where, from the stack pointer, the GIL state and errno are kept (the frame's siginfo)."""
+    """Where, from the stack pointer, the GIL state is kept (the frame's siginfo)."""
 
     def __init__(
-        self,
-        api: dict[str, int],
-        code: int,
-        page: int,
-        page_size: int,
-        syscall_ret: int,
-        sigreturn: int,
-        errno_location: int | None,
-        munmap: int,
+        self, api: dict[str, int], code: int, page: int, page_size: int, syscall_ret: int, sigreturn: int, munmap: int
     ) -> None:
-        save_errno = restore_errno = b""
-        if errno_location is not None:
-            locate = _movabs(_RAX, errno_location) + _CALL_RAX
-            save_errno = locate + bytes.fromhex("8b00") + _store(self.ERRNO, "store-eax")
-            restore_errno = locate + _store(self.ERRNO, "load-ecx") + bytes.fromhex("8908")
         head = (
-            save_errno
-            + _movabs(_RAX, api["PyGILState_Ensure"]) + _CALL_RAX + _store(self.STATE, "store-eax")
+            _movabs(_RAX, api["PyGILState_Ensure"]) + _CALL_RAX + _store(self.STATE, "store-eax")
             + _movabs(_RDI, code) + _movabs(_RAX, api["PyRun_SimpleString"]) + _CALL_RAX
         )  # fmt: skip
         tail = (
             _store(self.STATE, "load-edi") + _movabs(_RAX, api["PyGILState_Release"]) + _CALL_RAX
-            + restore_errno
             # munmap(page) through `syscall; ret`, which then returns into rt_sigreturn.
             + _movabs(_RDI, page) + _movabs(_RSI, page_size) + bytes([0xB8]) + struct.pack("<I", munmap)
             + _movabs(_RCX, sigreturn) + _PUSH_RCX + _movabs(_RCX, syscall_ret) + _JMP_RCX
@@ -205,7 +190,7 @@ def pending_call(running_lock: bytes, run: int) -> bytes:
     running lock (``running_lock``, a path as the target sees it, shared) around
     ``PyRun_SimpleString(code)`` at ``run``, and returns 0. The lock is taken and dropped in
     C, so that a dump may be queued only while no pending call of ncore's runs: CPython 3.11
-    hangs one that is queued while another runs (see ncore.session._let_the_call_end).
+    hangs a pending call queued while another runs in the same pass (see the README).
     Position-independent: the path follows the code. System calls only, so errno is kept.
     """
     code = (

@@ -41,7 +41,6 @@ import struct
 import time
 
 from .. import arch
-from ..elf import ET_DYN, NotElf, read_elf
 from ..errors import Busy, MethodUnavailable, NcoreError, NoSuchProcess, TargetExited, TimedOut
 from ..memory import Memory
 from ..private import held
@@ -85,8 +84,6 @@ _EVERY_SIGNAL = (1 << 64) - 1
 _RESTARTS = frozenset({-512, -513, -514})
 """The kernel's ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND: the interrupted call will be made again."""
 _LIBC_NAMES = ("libc.so", "libc-", "ld-musl-")
-_SEARCH_CHUNK = 1 << 16
-"""How much of the C library's code is read at a time while looking for the code calls run through."""
 
 
 class Machine:
@@ -281,58 +278,48 @@ def functions(target: Target, machine: Machine) -> dict[str, int]:
 
 
 class Gadgets:
-    """Code the target already has that borrowed calls run through, and errno's getter."""
+    """Code the target's C library already has, that borrowed calls run through."""
 
-    def __init__(self, syscall_ret: int, sigreturn: int, errno_location: int | None) -> None:
+    def __init__(self, syscall_ret: int, sigreturn: int) -> None:
         self.syscall_ret = syscall_ret
         """``syscall; ret``."""
         self.sigreturn = sigreturn
         """``__restore_rt``: ``rt_sigreturn`` with the stack pointer where a returning call leaves it."""
-        self.errno_location = errno_location
 
 
 def find_gadgets(pid: int, maps: list[Mapping]) -> Gadgets | str:
     """The code a borrowed call needs, found in the C library's executable mappings (then
-    in the others'); or why it is not there."""
+    in the others'); or why it is not there. The mapped files are searched (the same bytes
+    as the process's code, which nothing writes: only a debugger would, and ncore refuses
+    a traced target), through /proc, wherever the target's root is."""
     executable = [m for m in maps if "x" in m.perms and m.path.startswith("/")]
     executable.sort(key=lambda m: not any(name in os.path.basename(m.path) for name in _LIBC_NAMES))
     found: dict[bytes, int] = {}
-    overlap = len(SIGRETURN_CODE) - 1
-    with Memory(pid) as memory:
-        for mapping in executable:
-            for start in range(mapping.start, mapping.end, _SEARCH_CHUNK):
-                try:
-                    text = memory.read(start, min(_SEARCH_CHUNK + overlap, mapping.end - start))
-                except OSError:
-                    break
-                for code in (SYSCALL_RET_CODE, SIGRETURN_CODE):
-                    at = text.find(code)
-                    if at >= 0 and code not in found:
-                        found[code] = start + at
-                if len(found) == 2:
-                    break
-            if len(found) == 2:
-                break
-    if len(found) < 2:
-        return f"process {pid}'s C library has no rt_sigreturn return code (not glibc or musl?); use --method gdb"
-    return Gadgets(found[SYSCALL_RET_CODE], found[SIGRETURN_CODE], _errno_location(pid, maps))
+    for mapping in executable:
+        for code, at in _find_in(pid, mapping, (SYSCALL_RET_CODE, SIGRETURN_CODE)).items():
+            found.setdefault(code, mapping.start + at)
+        if len(found) == 2:
+            return Gadgets(found[SYSCALL_RET_CODE], found[SIGRETURN_CODE])
+    return f"process {pid}'s C library has no rt_sigreturn return code (not glibc or musl?); use --method gdb"
 
 
-def _errno_location(pid: int, maps: list[Mapping]) -> int | None:
-    """Where ``__errno_location`` is in the target's C library, None if it cannot be read."""
-    for mapping in maps:
-        if mapping.offset == 0 and any(name in os.path.basename(mapping.path) for name in _LIBC_NAMES):
-            for opened in (f"/proc/{pid}/map_files/{mapping.name}", f"/proc/{pid}/root{mapping.path}"):
-                try:
-                    elf = read_elf(opened, frozenset({"__errno_location"}))
-                except (OSError, NotElf):
-                    continue
-                symbol = elf.symbols.get("__errno_location")
-                if symbol is None:
-                    return None
-                bias = mapping.start - (elf.first_load_vaddr & ~0xFFF) if elf.type == ET_DYN else 0
-                return bias + symbol.value
-    return None
+def _find_in(pid: int, mapping: Mapping, codes: tuple[bytes, ...]) -> dict[bytes, int]:
+    """Where in ``mapping`` each of ``codes`` first is (offsets), for those it holds."""
+    for opened in (f"/proc/{pid}/map_files/{mapping.name}", f"/proc/{pid}/root{mapping.path}"):
+        try:
+            fd = os.open(opened, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            # Not past the file's end: a page mapped beyond it faults when read.
+            size = min(mapping.end - mapping.start, os.fstat(fd).st_size - mapping.offset)
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ, offset=mapping.offset) as text:
+                return {code: at for code in codes if (at := text.find(code)) >= 0}
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
+    return {}
 
 
 def shadow_stack(pid: int) -> bool:
@@ -842,8 +829,7 @@ class Ptrace:
                                       mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)  # fmt: skip
                 if page < 0:
                     raise NcoreError(f"mmap failed in process {target.pid}: {os.strerror(-page)}")
-                direct_call = DirectCall(api, page, page, size, gadgets.syscall_ret, gadgets.sigreturn,
-                                         gadgets.errno_location, machine.munmap)  # fmt: skip
+                direct_call = DirectCall(api, page, page, size, gadgets.syscall_ret, gadgets.sigreturn, machine.munmap)
                 contents = injection.page + bytes(returned - len(injection.page)) + RETURNED_CODE
                 contents += bytes(direct_at - len(contents)) + direct_call.code
                 tracee.memory.write(page, contents)
