@@ -49,6 +49,8 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     harm: dict[str, Counter[str]] = {"before": Counter(), "after": Counter()}
     runs = Counter[str]()
+    misbehaved = Counter[str]()
+    """Runs where ncore itself ended otherwise than with 0, 128+N or the signal (the target unharmed)."""
     with tempfile.TemporaryDirectory(prefix="bench-interrupts.") as scratch:
         revisions = {"before": args.before, "after": args.after}
         builds = {name: (str(install(revision, Path(scratch), name)),) for name, revision in revisions.items()}
@@ -69,10 +71,13 @@ def main() -> None:
                         made[name] |= leftovers() - before
                         runs[name] += 1
                         for problem in problems:
-                            kind = (
-                                "died" if "died" in problem else "stopped or traced" if "left" in problem else "other"
+                            what = (
+                                "died" if "died" in problem else "left stopped or traced" if "left" in problem else ""
                             )
-                            harm[name][f"{plan.method} {plan.signal_name}: {kind}"] += 1
+                            if what:
+                                harm[name][f"{plan.method} {plan.signal_name}: the target {what}"] += 1
+                            else:
+                                misbehaved[name] += 1
                             print(f"{name}: {plan}: {problem}", file=sys.stderr, flush=True)
             finally:
                 for target, space in targets.values():
@@ -90,6 +95,7 @@ def main() -> None:
     for row in sorted(set(harm["before"]) | set(harm["after"])):
         print(f"| {row} | {harm['before'][row]} | {harm['after'][row]} |")
     print(f"| targets harmed, in all | {sum(harm['before'].values())} | {sum(harm['after'].values())} |")
+    print(f"| ncore ended otherwise than 0, 128+N or by the signal | {misbehaved['before']} | {misbehaved['after']} |")
     print(f"| private directories left in /tmp | {left['before']} | {left['after']} |")
 
 

@@ -53,6 +53,22 @@ class Plan:
         return cls(interpreter, method, kind, signal_name, int(delay))
 
 
+def debuggers_of(pid: int) -> list[int]:
+    """The gdb processes ncore started for ``pid`` that still run (a gdb outlives an ncore
+    that was killed, and attaches and injects on its own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"attach {pid}".encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
 def left_running(pid: int) -> str | None:
     """What is wrong with ``pid``: a thread stopped or traced; None when all run untraced."""
     try:
@@ -126,10 +142,10 @@ def interrupt(
             problems.append(f"the target died (status {target.returncode})")
             break
         wrong = left_running(target.pid)
-        if wrong is None:
+        if wrong is None and not debuggers_of(target.pid):
             break
         if time.monotonic() > deadline:
-            problems.append(f"the target was left stopped or traced: {wrong}")
+            problems.append(f"the target was left stopped or traced: {wrong or 'a gdb is still at it'}")
             break
         time.sleep(0.01)
     return problems

@@ -331,8 +331,9 @@ def _dump(
         code_file = private.write("code.py", code)
         running_lock, running_inside = place.running_lock(target)
         page, pending_at = page_image(code, target, running_inside)
+        page_file = private.write("page", page)
         injection = Injection(code, code_file, request.mode, deadline, f"{private.inside}/code.py",
-                              page, pending_at, running_lock)  # fmt: skip
+                              page, pending_at, running_lock, page_file)  # fmt: skip
         handshake = Handshake(target, private, copy_out, deadline)
         outcome = _inject(method, target, injection, handshake)
         private.write(QUEUED, b"")

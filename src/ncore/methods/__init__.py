@@ -54,6 +54,7 @@ class Injection:
         page: bytes = b"",
         pending_at: int = 0,
         running_lock: str | None = None,
+        page_file: str = "",
     ) -> None:
         self.code = code
         self.code_file = code_file
@@ -62,6 +63,8 @@ class Injection:
         """What goes into the page mapped in the target: the code, NUL-ended, then at
         ``pending_at`` (when not 0) the function a pending call runs (see ``page_image``)."""
         self.pending_at = pending_at
+        self.page_file = page_file
+        """A file holding ``page``, as ncore sees it (in the private directory)."""
         self.running_lock = running_lock
         """The process's running lock, as ncore sees it: locked while a pending call of
         ncore's runs there (a method checks it before queueing another)."""

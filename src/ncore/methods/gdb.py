@@ -150,10 +150,8 @@ class Gdb:
         lines: list[tuple[float, str]] = []
         # gdb's output goes to a file, not a pipe: a gdb that outlives ncore must not die
         # of SIGPIPE mid-call.
-        with tempfile.NamedTemporaryFile(prefix="ncore-page.") as page, tempfile.TemporaryFile() as output:
-            page.write(injection.page)
-            page.flush()
-            argv = self.argv(target, injection, page.name)
+        with tempfile.TemporaryFile() as output:
+            argv = self.argv(target, injection, injection.page_file)
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
             )
