@@ -209,7 +209,7 @@ def test_the_frame_alone_brings_the_thread_back(sleeper):
         map_page(tracee)
         tracee.call("PyFloat_GetMax", get_max)
         assert tracee.state == "returned"
-        tracee.kernel.ptrace(ptrace._PTRACE_DETACH, target.pid)
+        tracee.kernel.ptrace(ptrace.PTRACE_DETACH, target.pid)
         tracee.state = "free"  # what ncore's death leaves: nobody restores it
     time.sleep(0.05)
     assert blocked_signals(target.pid) == mask

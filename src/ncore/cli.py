@@ -190,6 +190,43 @@ def show_command(file: str, keys: tuple[str, ...], as_json: bool, pager: bool) -
         sys.exit(report.failure(e))
 
 
+@cli.command("core", short_help="Turn a core file of a Python process into a dump.")
+@click.argument("corefile", type=click.Path(dir_okay=False))
+@click.argument("executable", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--output-dir", metavar="DIR", type=click.Path(file_okay=False), help="Where the dump goes [default: here]."
+)
+@click.option("--native", is_flag=True, help="Add the C frames.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record on stdout instead of the story.")
+def core_command(corefile: str, executable: str | None, output_dir: str | None, native: bool, as_json: bool) -> None:
+    """Turn COREFILE, a core file of a CPython process, into a dump (ncore.<pid> of the dead
+    process): the fatal signal, the thread that took it first, every thread's stack and
+    locals. EXECUTABLE is the Python the process ran, when the core's own path to it is
+    not right here (a core from a container or another machine).
+
+    \b
+    Examples:
+      $ ncore core core.1369
+      core file core.1369: process 1369 ended by SIGSEGV: Segmentation fault at address 0x0
+      /srv/app/ncore.1369
+      $ coredumpctl dump 1369 --output=core && ncore core core
+    """
+    from . import corefile as cores
+
+    try:
+        converted = cores.convert(corefile, executable, output_dir, native)
+    except NcoreError as e:
+        if as_json:
+            click.echo(json.dumps(e.record(None)))
+            sys.exit(e.exit_code)
+        sys.exit(report.failure(e))
+    if as_json:
+        click.echo(json.dumps(converted.record()))
+        return
+    click.echo(f"core file {corefile}: process {converted.pid}: {converted.description}")
+    click.echo(converted.path)
+
+
 @cli.command("ps", short_help="List the Python processes here.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per process.")
 def ps_command(as_json: bool) -> None:

@@ -198,7 +198,7 @@ def _main_thread(target: Target) -> Finding:
     state = target.main_thread()
     text = state.describe(target.runtime)
     if state.running:
-        effect = "a dump runs at its next safe point, between two bytecodes"
+        effect = _running_main_thread(target)
     elif state.waits_for_gil(target.runtime):
         effect = "a dump runs once the thread has the GIL"
     elif state.syscall is not None:
@@ -206,6 +206,23 @@ def _main_thread(target: Target) -> Finding:
     else:
         effect = "a dump runs when the thread next runs Python code"
     return Finding("main thread", True, f"{text}: {effect}")
+
+
+def _running_main_thread(target: Target) -> str:
+    """What a running main thread means for a dump, from a few looks at it (not stopped)."""
+    from . import stacks
+
+    seen = stacks.glance(target.pid)
+    if seen is None:
+        return "a dump runs at its next safe point, between two bytecodes"
+    held, stayed, where = seen
+    if held and stayed:
+        return (
+            f"it holds the GIL in {where} and stayed on that line in 5 looks over 0.1 s: probably in C code (a "
+            "regular expression, a C extension) that does not return to the interpreter, where no injected dump "
+            "can start; ncore reads it from outside after --timeout instead (or at once, with --read-only)"
+        )
+    return f"it runs Python code, now in {where}: a dump runs at its next safe point, between two bytecodes"
 
 
 def _pypanic(target: Target) -> Finding:

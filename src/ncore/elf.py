@@ -1,4 +1,5 @@
-"""Reads what ncore needs from an ELF file: its type, load segments and a few dynamic symbols.
+"""Reads what ncore needs from an ELF file: its type, load segments and a few dynamic
+symbols, or a core file's notes.
 
 Only ``.dynsym`` is read: it is what a stripped binary keeps, and it holds every exported
 ``Py*`` function and ``_PyRuntime`` with its size. The wanted names are found in the
@@ -14,8 +15,12 @@ import struct
 
 ET_EXEC = 2
 ET_DYN = 3
+ET_CORE = 4
+NT_PRSTATUS = 1
 _SHT_DYNSYM = 11
 _PT_LOAD = 1
+_PT_NOTE = 4
+_MAX_NOTES_BYTES = 64 << 20
 _SHN_UNDEF = 0
 
 
@@ -85,21 +90,52 @@ def read_elf(path: str, wanted: frozenset[str]) -> ElfFile:
         os.close(fd)
 
 
-def _parse(path: str, fd: int, wanted: frozenset[str]) -> ElfFile:
+def _header(path: str, fd: int) -> tuple[int, ...]:
+    """The ELF header's fields from e_type on."""
     header = os.pread(fd, 64, 0)
     if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
         raise NotElf(f"{path} is not a 64-bit little-endian ELF file")
-    (e_type, e_machine, _, _, e_phoff, e_shoff, _, _, e_phentsize, e_phnum, e_shentsize, e_shnum, _) = (
-        struct.unpack_from("<HHIQQQIHHHHHH", header, 16)
-    )
-    program_headers = os.pread(fd, e_phnum * e_phentsize, e_phoff)
-    segments = []
-    for i in range(e_phnum):
-        p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from(
-            "<IIQQQQQQ", program_headers, i * e_phentsize
-        )
-        if p_type == _PT_LOAD:
-            segments.append((p_vaddr, p_offset, p_filesz))
+    return struct.unpack_from("<HHIQQQIHHHHHH", header, 16)
+
+
+def _program_headers(fd: int, header: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """(p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align) of each segment."""
+    e_phoff, e_phentsize, e_phnum = header[4], header[8], header[9]
+    table = os.pread(fd, e_phnum * e_phentsize, e_phoff)
+    return [struct.unpack_from("<IIQQQQQQ", table, i * e_phentsize) for i in range(e_phnum)]
+
+
+def core_notes(path: str) -> list[tuple[int, bytes, bytes]]:
+    """Every note of core file ``path``, in the file's order, as (type, name, contents);
+    NotElf if it is no core file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        header = _header(path, fd)
+        if header[0] != ET_CORE:
+            raise NotElf(f"{path} is an ELF file but not a core file")
+        notes = []
+        for p_type, _, p_offset, _, _, p_filesz, _, _ in _program_headers(fd, header):
+            if p_type != _PT_NOTE:
+                continue
+            data = os.pread(fd, min(p_filesz, _MAX_NOTES_BYTES), p_offset)
+            at = 0
+            while at + 12 <= len(data):
+                namesz, descsz, kind = struct.unpack_from("<III", data, at)
+                name_at = at + 12
+                desc_at = name_at + (namesz + 3) // 4 * 4
+                notes.append((kind, data[name_at : name_at + namesz].rstrip(b"\0"), data[desc_at : desc_at + descsz]))
+                at = desc_at + (descsz + 3) // 4 * 4
+        return notes
+    except struct.error:
+        raise NotElf(f"{path} is cut short: its headers point past its end") from None
+    finally:
+        os.close(fd)
+
+
+def _parse(path: str, fd: int, wanted: frozenset[str]) -> ElfFile:
+    header = _header(path, fd)
+    e_type, e_machine, e_shoff, e_shentsize, e_shnum = header[0], header[1], header[5], header[10], header[11]
+    segments = [(h[3], h[2], h[5]) for h in _program_headers(fd, header) if h[0] == _PT_LOAD]
     section_headers = os.pread(fd, e_shnum * e_shentsize, e_shoff)
     sections = [struct.unpack_from("<IIQQQQIIQQ", section_headers, i * e_shentsize) for i in range(e_shnum)]
     symbols: dict[str, Symbol] = {}

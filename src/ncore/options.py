@@ -92,6 +92,22 @@ DUMP_OPTIONS = (
     ),
     Option(("--message",), "message", "text", "The panic message recorded in the dump.", default=DEFAULT_MESSAGE),
     Option(
+        ("--read-only",),
+        "read_only",
+        "flag",
+        "Read the process from outside, running no code in it (it is stopped only for the read, and keeps running).",
+        default=False,
+    ),
+    Option(
+        ("--no-fallback",),
+        "no_fallback",
+        "flag",
+        "When the injected dump has not started by --timeout, fail (exit 7) instead of reading the process from "
+        "outside.",
+        default=False,
+    ),
+    Option(("--native",), "native", "flag", "Add the C frames to a dump read from outside.", default=False),
+    Option(
         ("--gdb",),
         "gdb_command",
         "text",
@@ -145,6 +161,8 @@ def request(values: dict[str, object]) -> Request:
         raise BadUsage("which process? give its PID, e.g. `ncore 1369`")
     if target <= 0:
         raise BadUsage(f"{target} is not a process id")
+    if values["read_only"] and (values["method"] != "auto" or values["mode"] != "auto"):
+        raise BadUsage("--read-only runs no code in the process: leave out --method and --mode")
     return Request(
         target,
         keep_running=bool(values["keep_running"]),
@@ -154,4 +172,7 @@ def request(values: dict[str, object]) -> Request:
         method=str(values["method"]),
         mode=str(values["mode"]),
         gdb=values["gdb_command"] if isinstance(values["gdb_command"], str) else None,
+        read_only=bool(values["read_only"]),
+        native=bool(values["native"]),
+        fallback=not values["no_fallback"],
     )

@@ -37,6 +37,9 @@ def dump(request: Request, as_json: bool = False, verbose: bool = False) -> int:
         _print_json(result.record())
         return 0 if stopped is None else 128 + stopped
     _say(" ok.\n")
+    if result.read_only is not None:
+        asked = "" if request.keep_running or request.read_only else ", although a panic was asked for"
+        _say(f"process {request.pid} was read from outside: {result.read_only}; it was left running{asked}\n")
     if result.fell_back_from is not None:
         where = os.path.dirname(result.path)
         _say(f"process {request.pid} could not write in {result.fell_back_from}; its dump went to {where} instead\n")

@@ -62,6 +62,9 @@ class Request:
         mode: str = "auto",
         gdb: str | None = None,
         probe: bool = False,
+        read_only: bool = False,
+        native: bool = False,
+        fallback: bool = True,
     ) -> None:
         self.pid = pid
         self.keep_running = keep_running
@@ -73,6 +76,12 @@ class Request:
         self.gdb = gdb
         self.probe = probe
         """Ask the process about itself (``ncore doctor --probe``) instead of taking a dump."""
+        self.read_only = read_only
+        """Read the process from outside, running no code in it (ncore.readonly)."""
+        self.native = native
+        """Add the native (C) frames to a dump read from outside."""
+        self.fallback = fallback
+        """Read the process from outside when the injected dump has not started in time."""
 
 
 class Result:
@@ -105,11 +114,15 @@ class Result:
         """The --output-dir the process could not write in, when its dump went elsewhere."""
         self.facts: dict[str, str] = {}
         """What a probe's answer said (``directory``, ``writable``)."""
+        self.read_only: str | None = None
+        """Why the dump was read from outside the process instead of written by it (None: it was not)."""
+        self.passed_over = ""
+        """Why a dump ncore wrote itself did not go to the directories before its own."""
 
     def record(self) -> dict[str, object]:
         """The result as ``--json`` prints it."""
         fields = ("pid", "path", "method", "injection", "why", "skipped", "pypanic", "target_exited",
-                  "elapsed_seconds", "stopped_seconds", "python", "fell_back_from")  # fmt: skip
+                  "elapsed_seconds", "stopped_seconds", "python", "fell_back_from", "read_only")  # fmt: skip
         return {"status": "dumped", **{name: getattr(self, name) for name in fields}}
 
 
@@ -293,14 +306,36 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
         traced = already_traced(target.pid)
         if traced is not None:
             raise traced
+        if request.read_only:
+            return _read_only(request, target, started, None, [])
         # Chosen only now: how the main thread is found decides, and another ncore's dump changes it.
         method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
         progress("inspected")
         _stop_if_asked(request.pid, "before ncore touched it")
-        return _dump(request, target, place, method, skipped, output_dir, started, progress)
+        try:
+            return _dump(request, target, place, method, skipped, output_dir, started, progress)
+        except NeverStarted as e:
+            if not request.fallback or interrupts.requested() is not None:
+                raise
+            progress("read from outside")
+            return _read_only(request, target, started, e, skipped)
     finally:
         lock.release()
         place.close()
+
+
+def _read_only(
+    request: Request, target: Target, started: float, timed_out: NeverStarted | None, skipped: list[str]
+) -> Result:
+    """A dump read from outside (ncore.readonly): asked for, or instead of one that never started."""
+    from . import readonly
+
+    if timed_out is None:
+        return readonly.dump(request, target, started, readonly.ASKED)
+    why = f"the injected dump had not started after {request.timeout:g} s (the main thread was {timed_out.state})"
+    result = readonly.dump(request, target, started, why, skipped)
+    result.transcript = timed_out.transcript
+    return result
 
 
 def _dump(
@@ -455,12 +490,23 @@ def _given_up(target: Target, handshake: Handshake, outcome: Outcome) -> NcoreEr
     state = target.main_thread().describe(target.runtime)
     if outcome.path == "direct":
         state = f"still in the borrowed call, which has not reached the dump ({state}); it returns on its own"
-    return TimedOut(
+    return NeverStarted(
+        state,
         f"process {pid} did not start the dump in time: {queued}, and the main thread is now {state}. ncore "
         "withdrew the request: the target was left running and will not dump",
-        "a main thread stuck in a long C call that holds the GIL never reaches a safe point; try again "
-        "later or with a longer --timeout",
+        "a main thread stuck in a long C call that holds the GIL never reaches a safe point; read it from "
+        "outside instead (leave out --no-fallback, or use --read-only), or try again with a longer --timeout",
     )
+
+
+class NeverStarted(TimedOut):
+    """The injected dump had not started by the time limit, and its request was withdrawn:
+    the process was left as it was (the fallback reads it from outside)."""
+
+    def __init__(self, state: str, message: str, hint: str) -> None:
+        super().__init__(message, hint)
+        self.state = state
+        """What the main thread was doing, as ``ThreadState.describe`` says."""
 
 
 def _result(

@@ -69,7 +69,7 @@ def _header(dump: dict[str, object], console: Console) -> None:
         ("memory", _memory(dump.get("panic.memusage"))),
     ]
     for label, value in facts:
-        if value is not None:
+        if value is not None and "$unavailable" not in _mapping(value):
             _print(console, (f"  {label:<{_LABEL}}", "bold"), (_text(value), "bold red" if label == "why" else ""))
 
 
@@ -107,7 +107,7 @@ def _host(dump: dict[str, object], process: dict[str, object]) -> object:
 
 def _why(dump: dict[str, object]) -> str | None:
     error = dump.get("panic.error")
-    first_line = None if error is None else _text(error).split("\n", 1)[0]
+    first_line = None if error is None or "dbg.outside" in dump else _text(error).split("\n", 1)[0]
     return _joined(dump.get("panic.reason"), first_line, separator=": ")
 
 
@@ -130,7 +130,7 @@ def _error(dump: dict[str, object], console: Console) -> None:
     if exception is None and error is None:
         return
     _heading("Error", console)
-    if exception is None:
+    if exception is None or "$unavailable" in _mapping(exception):  # read from outside: no exception to show
         _print(console, (_indent(_text(error), "  "), "red"))
     else:
         _exception(exception, console, "  ", 0)
@@ -177,7 +177,9 @@ def _threads(threads: object, console: Console) -> None:
             continue
         facts = [f"{name} {_text(thread[name])}" for name in ("ident", "native_id") if name in thread]
         facts += [name for name in ("main", "current", "daemon") if thread.get(name) is True]
-        _print(console, "  ", (_text(thread.get("name", "?")), "bold cyan"), ": " + ", ".join(facts) if facts else "")
+        facts += [_text(thread["status"])] if thread.get("status") else []
+        name = _text(thread["name"]) if thread.get("name") is not None else "?"
+        _print(console, "  ", (name, "bold cyan"), ": " + ", ".join(facts) if facts else "")
         _frames(thread.get("frames"), console, "    ")
 
 
@@ -290,8 +292,8 @@ def _brief(value: object, width: int) -> str:
     """``value`` on one line of at most ``width`` characters (never fewer than _SHORTEST): an
     object's repr when pypanic recorded one, else JSON, shortened with a marker."""
     record = _mapping(value)
-    repr_text = record.get("repr")
-    shown = repr_text if "$type" in record and isinstance(repr_text, str) else _json(value)
+    repr_text = record.get("repr") if "$type" in record else record.get("$repr")
+    shown = repr_text if isinstance(repr_text, str) else _json(value)
     shown = shown.replace("\n", " ")
     width = max(width, _SHORTEST)
     if len(shown) <= width:

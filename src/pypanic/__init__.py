@@ -52,7 +52,9 @@ def dump(msg: str, err: object = None, *, directory: str | None = None) -> str:
 
 def enable_panic_on_crash() -> None:
     """Panic on any uncaught exception: in the main thread, in a ``threading.Thread``,
-    or in asyncio (a task whose exception nobody retrieved, a failing callback).
+    or in asyncio (a task whose exception nobody retrieved, a failing callback). A crash
+    in C code, where no dump can be written, has faulthandler print every thread's stack
+    on stderr (unless the application enabled faulthandler itself).
 
     KeyboardInterrupt is passed on unless the setting ``panic_on_keyboard_interrupt`` is on.
     """

@@ -51,10 +51,15 @@ PYPANIC_KEYS = (
     "panic.gc",
     "dbg.pypanic-version",
     "dbg.warnings",
+    "dbg.outside",
     "dbg.cuts",
 )
-"""Every key pypanic writes itself; a registered key with one of these names is written
-as ``registered:<key>`` instead."""
+"""Every key pypanic writes itself, in the order of the file (``dbg.outside`` only in a dump
+ncore read from outside the process); a registered key with one of these names is
+written as ``registered:<key>`` instead."""
+
+_REGISTERED_AFTER = PYPANIC_KEYS.index("init.time-ms") + 1
+"""Registered keys sit between ``init.time-ms`` and ``panic.error``, as in node-panic."""
 
 
 WRITE_MARGIN_SECONDS = 2.0
@@ -106,7 +111,7 @@ def build(
         budget.bytes_left = before - len(text) - len(key) - _LINE_OVERHEAD
         return key, text
 
-    head = [
+    own = [
         fact("dbg.format-version", FORMAT_VERSION),
         fact("init.process.argv", init.argv),
         fact("init.process.pid", os.getpid),
@@ -116,14 +121,10 @@ def build(
         fact("init.process.platform", init.platform),
         fact("init.time", _facts.iso_time(init.time)),
         fact("init.time-ms", _facts.epoch_ms(init.time)),
-    ]
-    tail = [
         fact("panic.error", error),
         fact("panic.time", _facts.iso_time(now)),
         fact("panic.time-ms", _facts.epoch_ms(now)),
         fact("panic.memusage", _facts.memory_usage),
-    ]
-    extended = [
         fact("panic.reason", reason),
         fact("panic.exception", lambda: stacks.exception(exc)),
         fact("panic.threads", stacks.threads),
@@ -151,8 +152,16 @@ def build(
         text = state.encode(value, name, seconds=seconds - min(later * RESERVED_SECONDS, seconds / 2))
         budget.bytes_left += held_bytes
         registered.append((name, text))
-    cuts = ("dbg.cuts", json.dumps({"count": budget.cut_count, "first": budget.cuts}, ensure_ascii=False))
-    return [*head, *registered, *tail, *extended, cuts]
+    own.append(("dbg.cuts", json.dumps({"count": budget.cut_count, "first": budget.cuts}, ensure_ascii=False)))
+    return layout(dict(own), registered)
+
+
+def layout(own: dict[str, str], registered: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every dump's entries in the file's one order: pypanic's keys in PYPANIC_KEYS order
+    (those missing from ``own`` left out), with the registered ones after ``init.time-ms``."""
+    ordered = [(key, own[key]) for key in PYPANIC_KEYS if key in own]
+    split = sum(1 for key in PYPANIC_KEYS[:_REGISTERED_AFTER] if key in own)
+    return [*ordered[:split], *registered, *ordered[split:]]
 
 
 def _chunks(entries: list[tuple[str, str]]) -> Iterator[bytes]:
@@ -195,14 +204,17 @@ def final_path(directory: str, pid: int) -> str:
         n += 1
 
 
-def write(entries: list[tuple[str, str]], directory: str, pid: int) -> str:
-    """Write the dump into ``directory`` atomically and return its final path."""
+def write(entries: list[tuple[str, str]], directory: str, pid: int, owner: tuple[int, int] | None = None) -> str:
+    """Write the dump into ``directory`` atomically and return its final path; ``owner``
+    (uid, gid) gives the file to the process it describes when someone else writes it."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     temporary = f".ncore.{pid}.{os.urandom(6).hex()}.tmp"
     try:
         fd = os.open(temporary, flags, 0o600, dir_fd=dir_fd)
         try:
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                os.fchown(fd, *owner)
             for chunk in _chunks(entries):
                 view = memoryview(chunk)
                 while view:
@@ -240,14 +252,17 @@ def _publish(temporary: str, directory: str, dir_fd: int, pid: int) -> str:
 
 
 def write_anywhere(
-    entries: list[tuple[str, str]], settings: Settings, requested: str | None, pid: int
+    entries: list[tuple[str, str]],
+    candidates: list[tuple[str, Callable[[], str | None]]],
+    pid: int,
+    owner: tuple[int, int] | None = None,
 ) -> tuple[str, str]:
-    """Write into the first of the candidate directories that takes the dump, trying each
-    directory once. Returns the path and why the directories before it were passed over
-    (empty when none was); raises DumpFailed naming every directory's error."""
+    """Write into the first of the ``candidates`` (see candidate_directories) that takes the
+    dump, trying each directory once. Returns the path and why the directories before it
+    were passed over (empty when none was); raises DumpFailed naming every directory's error."""
     failures: list[str] = []
     tried: set[str] = set()
-    for name, find in candidate_directories(settings, requested):
+    for name, find in candidates:
         try:
             directory = find()
             if not directory:
@@ -260,7 +275,7 @@ def write_anywhere(
             continue
         tried.add(directory)
         try:
-            return write(entries, directory, pid), "; ".join(failures)
+            return write(entries, directory, pid, owner), "; ".join(failures)
         except OSError as e:
             failures.append(f"could not write in {directory}: {e.strerror or e}")
     raise DumpFailed("; ".join(failures))

@@ -135,11 +135,28 @@ def enable() -> None:
     }
     sys.excepthook = _excepthook
     threading.excepthook = _threading_excepthook
+    _enable_faulthandler(registry.saved_hooks)
     module = sys.modules.get(_ASYNCIO_MODULE)
     if module is not None:
         _patch_asyncio(module)
     elif not any(isinstance(f, _PatchAsyncioOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAsyncioOnImport())
+
+
+def _enable_faulthandler(saved: dict[str, Any]) -> None:
+    """A crash in C (SIGSEGV, SIGFPE, SIGABRT, SIGBUS, SIGILL) runs no Python code, so no
+    dump: faulthandler at least writes every thread's stack to stderr, before the core
+    file the signal leaves (which ``ncore core`` reads). Left alone if the application
+    enabled it itself; not enabled where there is no stderr to write to."""
+    import faulthandler
+
+    if faulthandler.is_enabled():
+        return
+    try:
+        faulthandler.enable(all_threads=True)
+    except (RuntimeError, ValueError, OSError):
+        return
+    saved["faulthandler"] = faulthandler.disable
 
 
 def disable() -> None:
@@ -152,4 +169,6 @@ def disable() -> None:
         sys.excepthook = saved["sys.excepthook"]
     if threading.excepthook is _threading_excepthook:
         threading.excepthook = saved["threading.excepthook"]
+    if "faulthandler" in saved:
+        saved["faulthandler"]()
     registry.saved_hooks = {}

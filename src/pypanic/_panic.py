@@ -78,7 +78,7 @@ def _write(
     error = error_text(exc)
     log(level, f"{label}: {headline}: {error}")
     entries = _dump.build(registry, settings, reason, exc, error, now, VERSION)
-    path, passed_over = _dump.write_anywhere(entries, settings, directory, os.getpid())
+    path, passed_over = _dump.write_anywhere(entries, _dump.candidate_directories(settings, directory), os.getpid())
     log(level, f"writing {noun} to {path}" + (f" ({passed_over})" if passed_over else ""))
     log(level, f"finished writing {noun}")
     return path

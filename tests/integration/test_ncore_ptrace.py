@@ -185,14 +185,14 @@ def leftovers(before: set[Path]) -> set[Path]:
 def test_a_direct_call_that_cannot_start_is_withdrawn_and_returns_on_its_own(processes, workspace_for):
     """The main thread sleeps while another thread holds the GIL for seconds: the direct
     call waits for it. ncore gives up at --timeout, withdraws the request and lets go
-    (exit 7); when the GIL comes free the borrowed call finds nothing to do, and the
+    (exit 7 with --no-fallback); when the GIL comes free the borrowed call finds nothing to do, and the
     thread goes back to its sleep, which lasts as long as asked. No dump, nothing left."""
     space = workspace_for(HOST[3])
     before = set(Path("/tmp").glob("ncore.*"))
     process = processes.start([HOST[3].path, "-c", HOG, str(HOG_SECONDS)], cwd=space.work)
     wait_for_ready(process)
     time.sleep(0.5)
-    run = ncore("--method", "ptrace", "--timeout", "2", str(process.pid))
+    run = ncore("--method", "ptrace", "--timeout", "2", "--no-fallback", str(process.pid))
     assert run.returncode == 7, run.stdout + run.stderr
     assert "did not start the dump in time" in run.record["error"]
     assert "still in the borrowed call" in run.record["error"]
@@ -221,12 +221,12 @@ time.sleep(1000)
 def test_a_direct_call_held_up_in_the_interpreter_is_let_go_and_finishes_on_its_own(processes, workspace_for):
     """The injected code itself is held up past --timeout before the dump starts (an audit
     hook stalls it): ncore withdraws the request and lets go of the thread mid-call (exit
-    7, not traced); the call then ends on its own and the process lives on, undumped."""
+    7 with --no-fallback, not traced); the call then ends on its own and the process lives on, undumped."""
     space = workspace_for(HOST[3])
     before = set(Path("/tmp").glob("ncore.*"))
     process = processes.start([HOST[3].path, "-c", SLOW_PAYLOAD], cwd=space.work)
     wait_for_ready(process)
-    run = ncore("--method", "ptrace", "--timeout", "2", str(process.pid))
+    run = ncore("--method", "ptrace", "--timeout", "2", "--no-fallback", str(process.pid))
     assert run.returncode == 7, run.stdout + run.stderr
     assert "withdrew the request" in run.record["error"]
     assert_left_running(process.pid)

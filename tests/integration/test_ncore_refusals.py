@@ -314,12 +314,12 @@ def test_missing_gdb_is_a_method_error(start_service):
 
 
 def test_timeout_leaves_the_target_running(start_service):
-    """A main thread in a long C call holding the GIL never runs the pending call:
-    exit 7 after --timeout, the request withdrawn, target running and not stopped, no
+    """A main thread in a long C call holding the GIL never runs the pending call: with
+    --no-fallback, exit 7 after --timeout, the request withdrawn, target running and not stopped, no
     dump ever appears."""
     service = start_service(PYTHON, "gil-hog")
     started = time.monotonic()
-    run = run_ncore("--method", "gdb", "--timeout", "8", str(service.pid), gdb=chroot_gdb())
+    run = run_ncore("--method", "gdb", "--timeout", "8", "--no-fallback", str(service.pid), gdb=chroot_gdb())
     assert run.returncode == 7, run.stdout + run.stderr
     assert time.monotonic() - started < 60
     assert "did not start the dump in time" in run.record["error"]

@@ -56,24 +56,24 @@ if TYPE_CHECKING:
 
 _PTRACE_PEEKTEXT = 1
 _PTRACE_POKETEXT = 4
-_PTRACE_CONT = 7
-_PTRACE_DETACH = 17
+PTRACE_CONT = 7
+PTRACE_DETACH = 17
 _PTRACE_SYSCALL = 24
 _PTRACE_GETSIGINFO = 0x4202
 _PTRACE_GETREGSET = 0x4204
 _PTRACE_SETREGSET = 0x4205
-_PTRACE_SEIZE = 0x4206
-_PTRACE_INTERRUPT = 0x4207
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
 _PTRACE_GETSIGMASK = 0x420A
 _PTRACE_SETSIGMASK = 0x420B
 _PTRACE_GET_SYSCALL_INFO = 0x420E
 _PTRACE_O_TRACESYSGOOD = 1
-_PTRACE_EVENT_STOP = 128
+PTRACE_EVENT_STOP = 128
 _SYSCALL_STOP = 0x85
 """SIGTRAP | 0x80: how a syscall stop shows in a wait status (PTRACE_O_TRACESYSGOOD)."""
 _SYSCALL_ENTRY, _SYSCALL_EXIT = 1, 2
 _NT_PRSTATUS = 1
-_WALL = 0x40000000
+WALL = 0x40000000
 _MAX_REGSET_BYTES = 1 << 16
 """The buffer offered for a register set; the kernel says how much of it the set takes."""
 _RESCUE_SECONDS = 2.0
@@ -224,7 +224,7 @@ class _Kernel:
 _KERNEL: list[_Kernel] = []
 
 
-def _kernel() -> _Kernel:
+def kernel() -> _Kernel:
     """The one _Kernel (loading libc's ptrace once)."""
     if not _KERNEL:
         _KERNEL.append(_Kernel())
@@ -357,7 +357,7 @@ class Tracee:
         self.gadgets = gadgets
         self.deadline = deadline
         self.transcript = transcript
-        self.kernel = _kernel()
+        self.kernel = kernel()
         self.general_size = _WORD * len(machine.registers)
         self.state = "free"
         self.stopped = False
@@ -383,13 +383,13 @@ class Tracee:
         except OSError as e:
             raise self._attach_error(e) from None
         try:
-            self.kernel.ptrace(_PTRACE_SEIZE, self.pid, 0, _PTRACE_O_TRACESYSGOOD)
+            self.kernel.ptrace(PTRACE_SEIZE, self.pid, 0, _PTRACE_O_TRACESYSGOOD)
         except OSError as e:
             self.memory.close()
             raise self._attach_error(e) from None
         self.stopped_at = time.monotonic()
         try:
-            self.kernel.ptrace(_PTRACE_INTERRUPT, self.pid)
+            self.kernel.ptrace(PTRACE_INTERRUPT, self.pid)
             self.state = "running"  # not stopped yet: let go if it never stops
             self._wait_for_interrupt(self.deadline)
             self.state = "home"
@@ -495,7 +495,7 @@ class Tracee:
         ucontext, and let it run without stopping at its system calls."""
         assert self.frame is not None
         self.calling = name
-        self._start(address, self.frame.ucontext, {}, _PTRACE_CONT)
+        self._start(address, self.frame.ucontext, {}, PTRACE_CONT)
         self.transcript.append(f"started {name}: the thread runs it and returns on its own")
 
     def _start(self, address: int, stack: int, values: dict[str, int], resume: int) -> None:
@@ -543,11 +543,11 @@ class Tracee:
             status = self._poll_stop(float("inf"), lambda: answered() or not wanted())
             if status is None:
                 return answered()
-            if status >> 16 == _PTRACE_EVENT_STOP:
-                self._resume(_PTRACE_CONT)
+            if status >> 16 == PTRACE_EVENT_STOP:
+                self._resume(PTRACE_CONT)
                 continue
             self._take_back_if_crashed(status)
-            self._resume(_PTRACE_CONT)
+            self._resume(PTRACE_CONT)
 
     def finish(self, acknowledge: Callable[[], None]) -> None:
         """The launched call has answered: catch it on its way back (the payload waits for
@@ -590,7 +590,7 @@ class Tracee:
     def _interrupt(self, deadline: float) -> None:
         """Stop the thread wherever it is (PTRACE_INTERRUPT)."""
         if not self.stopped:
-            self.kernel.ptrace(_PTRACE_INTERRUPT, self.pid)
+            self.kernel.ptrace(PTRACE_INTERRUPT, self.pid)
             self._wait_for_interrupt(deadline, during_call=True)
 
     def _wait_for_interrupt(self, deadline: float, during_call: bool = False) -> None:
@@ -598,20 +598,20 @@ class Tracee:
         on before a call (the thread takes them as it would have) and kept during one."""
         while True:
             status = self._next_stop(deadline)
-            if status >> 16 == _PTRACE_EVENT_STOP:
+            if status >> 16 == PTRACE_EVENT_STOP:
                 return
             if status >> 8 == _SYSCALL_STOP:
                 self._resume(_PTRACE_SYSCALL)
             elif during_call:
                 self._take_back_if_crashed(status)
-                self._resume(_PTRACE_CONT)
+                self._resume(PTRACE_CONT)
             else:
-                self._resume(_PTRACE_CONT, os.WSTOPSIG(status))
+                self._resume(PTRACE_CONT, os.WSTOPSIG(status))
 
     def _other_stop(self, status: int) -> None:
         """A stop in a call that is not a syscall stop: a fault raises _Fault after taking the
         thread back; a group stop or another signal is kept from the thread."""
-        if status >> 16 == _PTRACE_EVENT_STOP:
+        if status >> 16 == PTRACE_EVENT_STOP:
             return
         number = os.WSTOPSIG(status)
         if number in self.machine.fault_signals and self.kernel.signal_code(self.pid) > 0:
@@ -640,7 +640,7 @@ class Tracee:
         pause = 0.00002
         while True:
             try:
-                found, status = os.waitpid(self.pid, os.WNOHANG | _WALL)
+                found, status = os.waitpid(self.pid, os.WNOHANG | WALL)
             except ChildProcessError:
                 self.state = "gone"
                 raise _Exited from None
@@ -688,7 +688,7 @@ class Tracee:
     def _detach(self, how: str) -> None:
         """Detach, say ``how`` and for how long the thread was borrowed, and send again the
         signals that were kept from it."""
-        self.kernel.ptrace(_PTRACE_DETACH, self.pid)
+        self.kernel.ptrace(PTRACE_DETACH, self.pid)
         self.state = "free"
         self.released_at = time.monotonic()
         self.transcript.append(f"{how}; the thread was borrowed for {self.borrowed_ms():.1f} ms")
@@ -795,7 +795,7 @@ class Ptrace:
         if release < (5, 3):
             return f"the built-in ptrace injector needs Linux 5.3 or later, not {os.uname().release} (use --method gdb)"
         try:
-            _kernel()
+            kernel()
         except (ImportError, OSError, AttributeError) as e:
             return f"ctypes or libc's ptrace is not available in the Python running ncore ({e}); use --method gdb"
         return None
