@@ -60,3 +60,18 @@ def test_the_mark_is_mapped_once_whatever_the_copies():
 def test_ncore_looks_for_the_mark_pypanic_makes():
     """ncore's name for the mark is the one pypanic maps."""
     assert f"/memfd:{NAME} (deleted)" == PYPANIC_MARK
+
+
+def test_enabling_panics_enables_faulthandler_and_disabling_undoes_only_that():
+    """enable_panic_on_crash turns faulthandler on (a crash in C prints every thread);
+    disable_panic_on_crash turns it off again, but never one the application turned on."""
+    program = (
+        "import faulthandler, pypanic\n"
+        "pypanic.enable_panic_on_crash(); on = faulthandler.is_enabled()\n"
+        "pypanic.disable_panic_on_crash(); off = faulthandler.is_enabled()\n"
+        "faulthandler.enable()\n"
+        "pypanic.enable_panic_on_crash(); pypanic.disable_panic_on_crash()\n"
+        "print(on, off, faulthandler.is_enabled())\n"
+    )
+    out = run_with_pypanic(program)
+    assert out.stdout.split() == ["True", "False", "True"], out.stderr
