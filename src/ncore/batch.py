@@ -57,7 +57,8 @@ class Finished:
 
     def line(self) -> str:
         if self.result is not None:
-            return printable(f"{self.request.pid}: {self.result.path}")
+            outside = "" if self.result.read_only is None else f" (read from outside: {self.result.read_only})"
+            return printable(f"{self.request.pid}: {self.result.path}{outside}")
         assert self.error is not None
         hint = f" (fix: {self.error.hint})" if self.error.hint else ""
         return printable(f"{self.request.pid}: failed: {self.error.message}{hint}")

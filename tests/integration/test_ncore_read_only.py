@@ -236,3 +236,17 @@ def left_alone_within(pid: int, seconds: float) -> str | None:
 def tracer_of(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return int(next(line.split()[1] for line in f if line.startswith("TracerPid:")))
+
+
+def test_several_processes_read_only_at_once(processes, workspace_for):
+    """``ncore --read-only PID PID``: a line each, saying it was read from outside; both run on."""
+    services = [start_stuck(processes, workspace_for, HOST[3], kind) for kind in ("regex", "busy")]
+    done = subprocess.run(
+        [sys.executable, "-m", "ncore", "--read-only", *(str(s.pid) for s in services)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = sorted(done.stdout.splitlines())
+    for service, line in zip(sorted(services, key=lambda s: str(s.pid)), lines):
+        assert line.startswith(f"{service.pid}: {service.space.work}/ncore.{service.pid} (read from outside: ")
+        assert_left_running(service.pid)
