@@ -77,8 +77,9 @@ def read(target: Target) -> Process:
 
 
 def target_pypanic(target: Target) -> str | None:
-    """What pypanic's mark in the process says (ncore.target.pypanic_mark): None if it has not loaded pypanic."""
-    return pypanic_mark(target.pid, target.maps)
+    """The version pypanic's mark in the process names (``pypanic 0.1.0``); None if it has not loaded pypanic."""
+    mark = pypanic_mark(target.pid, target.maps)
+    return None if mark is None else mark.split("\n", 1)[0]
 
 
 def _read(path: str) -> str | None:

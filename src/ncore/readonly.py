@@ -50,7 +50,7 @@ def dump(request: Request, target: Target, started: float, why: str, skipped: li
     owner = process.uid_gid if os.geteuid() == 0 else None
     path, passed_over = outside.write(entries, target.pid, _candidates(request, target, process.env or {}), owner)
     outcome = Outcome("read-only", "none", why, stopped_seconds=reading.seconds)
-    result = Result(target, path, outcome, skipped or [], procfacts.target_pypanic(target) or "no", False, started)
+    result = Result(target, path, outcome, skipped or [], "none", False, started)
     result.read_only = why
     if passed_over and request.output_dir is not None:
         result.fell_back_from = request.output_dir

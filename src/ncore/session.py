@@ -333,7 +333,11 @@ def _read_only(
     if timed_out is None:
         return readonly.dump(request, target, started, readonly.ASKED)
     why = f"the injected dump had not started after {request.timeout:g} s (the main thread was {timed_out.state})"
-    result = readonly.dump(request, target, started, why, skipped)
+    try:
+        result = readonly.dump(request, target, started, why, skipped)
+    except NcoreError as e:
+        timed_out.message += f"; reading it from outside instead failed too: {e.message}"
+        raise timed_out from None
     result.transcript = timed_out.transcript
     return result
 
