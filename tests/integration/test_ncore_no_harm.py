@@ -32,7 +32,7 @@ PAIRS = 50
 def private_directories(interpreter: Interpreter) -> set[Path]:
     """ncore's private directories and target locks in the /tmp the target sees."""
     tmp = (interpreter.chroot / "tmp") if interpreter.chroot else Path("/tmp")
-    return {*tmp.glob("ncore.*"), *tmp.glob(".ncore-lock.*")}
+    return {*(p for p in tmp.glob("ncore.*") if p.is_dir()), *tmp.glob(".ncore-lock.*")}  # not dumps written there
 
 
 def plans_for(interpreter: Interpreter) -> list[Plan]:
