@@ -246,6 +246,11 @@ def ps_command(as_json: bool) -> None:
     from . import ps
 
     rows = ps.python_processes()
+    if not rows and not as_json:
+        uid = os.geteuid()
+        others = "" if uid == 0 else f" of uid {uid}; other users' processes show only to root (sudo ncore ps)"
+        click.echo(f"ncore: no Python process found{others}", err=True)
+        return
     if as_json:
         click.echo(json.dumps([row.record() for row in rows], indent=2))
     else:

@@ -167,7 +167,19 @@ def _memory_access(target: Target) -> list[Finding]:
         ]
     except FileNotFoundError:
         return [Finding("access", False, f"process {target.pid} exited")]
-    return [Finding("access", True, f"ncore may trace process {target.pid}")]
+    from .freeze import seize_refused
+
+    refused = seize_refused(target.pid)
+    if refused is not None:
+        return [
+            Finding(
+                "access",
+                False,
+                f"ncore may not trace process {target.pid}: PTRACE_SEIZE was refused ({refused.strerror})",
+                permission_hint(target.uid),
+            )
+        ]
+    return [Finding("access", True, f"ncore may trace process {target.pid} (it seized it and let go)")]
 
 
 def _methods_for(target: Target, request: Request) -> list[Finding]:
@@ -249,7 +261,7 @@ def _dump_directory(target: Target, requested: str | None) -> list[Finding]:
             return [Finding("dump directory", False, f"a dump would be refused: {e.message}", e.hint)]
         where = path = requested
     else:
-        cwd = _cwd(target)
+        cwd = target.cwd
         if cwd is None:
             return [Finding("dump directory", None, f"the working directory of process {target.pid} cannot be read")]
         where, path = cwd, cwd if target.same_mount_namespace else target.host_path(cwd)
@@ -304,13 +316,6 @@ def _probe(request: Request) -> list[Finding]:
             "" if writable else "give a writable directory with --output-dir",
         ),
     ]
-
-
-def _cwd(target: Target) -> str | None:
-    try:
-        return os.readlink(f"/proc/{target.pid}/cwd")
-    except OSError:
-        return None
 
 
 def _container() -> str:

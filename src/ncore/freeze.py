@@ -203,3 +203,20 @@ def _states(pid: int) -> list[str]:
         except OSError:
             continue
     return states
+
+
+def seize_refused(pid: int) -> OSError | None:
+    """Whether ncore may trace ``pid``, by trying: a child process seizes it (which stops
+    nothing) and exits, which lets it go; the error the kernel gave, or None."""
+    ptrace = kernel().ptrace  # loaded before the fork
+    child = os.fork()
+    if child == 0:
+        try:
+            ptrace(PTRACE_SEIZE, pid, 0, 0)
+            code = 0
+        except OSError as e:
+            code = e.errno or 1
+        os._exit(min(code, 255))
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return None if code == 0 else OSError(code, os.strerror(code))

@@ -102,10 +102,6 @@ def _candidates(request: Request, target: Target, env: dict[str, str]) -> list[t
 
 def _cwd(target: Target) -> str | None:
     """The process's working directory as it sees it."""
-    try:
-        host = os.readlink(f"/proc/{target.pid}/cwd")
-    except OSError:
-        return None
-    if not target.same_mount_namespace:
-        return host
-    return target.inside_path(host)
+    if target.cwd is None or not target.same_mount_namespace:
+        return target.cwd
+    return target.inside_path(target.cwd)

@@ -545,7 +545,20 @@ def _result(
     result = Result(target, handshake.path, outcome, skipped, answer.get("pypanic", "?"), exited, started)
     if output_dir is not None and os.path.dirname(answer.get("path", "")) != output_dir:
         result.fell_back_from = request.output_dir
+    elif output_dir is None:
+        result.fell_back_from = _working_directory_refused(target, handshake.path)
     return result
+
+
+def _working_directory_refused(target: Target, path: str) -> str | None:
+    """The process's working directory, when it could not write its dump there and the dump
+    went elsewhere (pypanic's fallback); None otherwise."""
+    cwd = target.cwd
+    if not target.same_mount_namespace or cwd is None:
+        return None
+    if os.path.dirname(path) == cwd or target.cannot_write(cwd) is None:
+        return None
+    return cwd
 
 
 def _copy_out(target: Target, inside: str) -> str:

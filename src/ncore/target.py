@@ -82,6 +82,7 @@ class Target:
         groups: frozenset[int] = frozenset(),
         capabilities: int = 0,
         start_time: str = "",
+        cwd: str | None = None,
     ) -> None:
         self.pid = pid
         self.comm = comm
@@ -104,6 +105,8 @@ class Target:
         self.maps = maps or []
         """The process's mappings when it was inspected."""
         self.start_time = start_time
+        self.cwd = cwd
+        """The working directory when the process was inspected, as ncore sees it (None: unknown)."""
         """When the process started (/proc/PID/stat), which tells it from a later one with its pid."""
 
     @property
@@ -322,15 +325,23 @@ def permission_hint(target_uid: int) -> str:
     scope = yama_scope() or 0
     if scope >= 3:
         return "kernel.yama.ptrace_scope is 3: no process may be traced until the next reboot"
-    if not may_trace_anyone():
-        fix = (
+    if not may_trace_anyone() and scope:
+        return (
+            f"kernel.yama.ptrace_scope is {scope}: only root, or a process with CAP_SYS_PTRACE, may trace "
+            "a process that is not its child: run ncore as root; in a container add the capability (docker run "
+            "--cap-add=SYS_PTRACE, or capabilities.add: [SYS_PTRACE] in a Kubernetes securityContext); or "
+            "let processes trace non-children: sysctl kernel.yama.ptrace_scope=0"
+        )
+    if not may_trace_anyone() and os.geteuid() != target_uid:
+        return (
             "give ncore CAP_SYS_PTRACE: run it as root; in a container add the capability (docker run "
             "--cap-add=SYS_PTRACE, or capabilities.add: [SYS_PTRACE] in a Kubernetes securityContext)"
         )
-        if scope:
-            fix += f"; or let processes trace non-children: sysctl kernel.yama.ptrace_scope=0 (now {scope})"
-        return fix
-    return "look for a security module (SELinux, AppArmor, seccomp) that forbids ptrace here"
+    return (
+        "a seccomp filter or a security module (SELinux, AppArmor) forbids ptrace here, or the process made "
+        "itself undumpable (prctl PR_SET_DUMPABLE 0): in a container, docker run --cap-add=SYS_PTRACE "
+        "--security-opt seccomp=unconfined, or kubectl debug --profile=general"
+    )
 
 
 class Mapping:
@@ -503,4 +514,12 @@ def inspect(pid: int, refuse_traced: bool = True) -> Target:
         groups=frozenset(int(g) for g in fields.get("Groups", "").split()),
         capabilities=int(fields.get("CapEff", "0"), 16),
         start_time=start_time_of(pid),
+        cwd=_working_directory(pid),
     )
+
+
+def _working_directory(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None

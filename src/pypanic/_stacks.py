@@ -130,7 +130,8 @@ class StackReader:
                 {
                     "name": thread.name if thread is not None else None,
                     "ident": ident,
-                    "native_id": getattr(thread, "native_id", None),
+                    # threading keeps the parent's value after a fork (before 3.13): ask the kernel
+                    "native_id": threading.get_native_id() if ident == current else getattr(thread, "native_id", None),
                     "daemon": thread.daemon if thread is not None else None,
                     "main": ident == main,
                     "current": ident == current,

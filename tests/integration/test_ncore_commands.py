@@ -293,3 +293,18 @@ def test_ps_on_a_terminal_keeps_brackets_in_command_lines(processes, workspace_f
         child.close(force=True)
     assert child.exitstatus == 0, screen
     assert "[app] [/x]" in re.sub(r"\x1b\[[0-9;]*m", "", screen)
+
+
+def test_ps_that_finds_nothing_says_why(tmp_path):
+    """A user who can see no Python process of its own: a line on stderr naming the uid and
+    the way to see the others, not an empty table."""
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "ncore", "ps"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == (
+        "ncore: no Python process found of uid 65534; other users' processes show only to root (sudo ncore ps)\n"
+    )

@@ -194,6 +194,28 @@ def test_gdb_refused_by_the_kernel_is_a_permission_error_with_its_output(start_s
     assert_untouched(service)
 
 
+def test_doctor_tries_the_attach_it_vouches_for(start_service, tmp_path):
+    """``ncore doctor`` under a seccomp filter that forbids ptrace: opening /proc/PID/mem
+    works, but it tries PTRACE_SEIZE too, says access is refused with the fix, and exits 6;
+    without the filter it says it seized the process and let go, and nothing was stopped."""
+    service = start_service(PYTHON, "busy")
+    (tmp_path / "no_ptrace.py").write_text(NO_PTRACE)
+    doctor = [sys.executable, "-m", "ncore", "doctor", "--json", str(service.pid)]
+    refused = subprocess.run([sys.executable, str(tmp_path / "no_ptrace.py"), *doctor],
+                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert refused.returncode == 6, refused.stderr
+    access = next(f for f in json.loads(refused.stdout)["findings"] if f["topic"] == "access")
+    assert access["ok"] is False
+    assert access["detail"] == (
+        f"ncore may not trace process {service.pid}: PTRACE_SEIZE was refused (Operation not permitted)"
+    )
+    assert "seccomp" in access["fix"]
+    allowed = subprocess.run(doctor, capture_output=True, text=True, timeout=120, check=False)
+    access = next(f for f in json.loads(allowed.stdout)["findings"] if f["topic"] == "access")
+    assert access["ok"] is True and "seized it and let go" in access["detail"]
+    assert_untouched(service)
+
+
 def test_a_hung_gdb_is_given_up_at_the_time_limit(start_service, tmp_path):
     """A gdb that never answers `--version`: exit 6 within --timeout, saying so, and the
     gdb and what it started are killed."""
@@ -256,6 +278,35 @@ def test_an_output_dir_on_a_read_only_mount_is_refused(processes, tmp_path):
     )
     time.sleep(0.2)
     assert process.poll() is None
+    assert_left_running(process.pid)
+
+
+def test_a_working_directory_the_process_cannot_write_is_named(processes, workspace_for):
+    """A process (uid 65534) whose working directory it may not write in: pypanic writes to
+    the temporary directory, and ncore names the working directory in ``fell_back_from``
+    and in the story, as for an --output-dir."""
+    interpreter = HOST[-1]  # /usr/bin/python3.11: pyenv's live under /root, closed to others
+    space = workspace_for(interpreter)
+    os.chmod(space.host, 0o755)
+    os.chmod(space.work, 0o755)
+    temporary = space.host / "tmp"
+    temporary.mkdir()
+    os.chmod(temporary, 0o777)
+    command = space.command("service.py", "sleep", env={"TMPDIR": str(temporary)})
+    with open(space.host / "stderr", "w") as stderr:
+        process = processes.start(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
+                                  stderr=stderr)  # fmt: skip
+    wait_for_ready(process)
+    run = run_ncore("--keep-running", str(process.pid), gdb=chroot_gdb())
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.record["fell_back_from"] == str(space.work)
+    assert run.record["path"] == str(temporary / f"ncore.{process.pid}")
+    told = subprocess.run([sys.executable, "-m", "ncore", "--keep-running", str(process.pid)],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert told.returncode == 0, told.stderr
+    assert told.stdout.splitlines()[1] == (
+        f"process {process.pid} could not write in {space.work}; its dump went to {temporary} instead"
+    )
     assert_left_running(process.pid)
 
 
