@@ -44,3 +44,13 @@ def test_core_notes_refuse_what_is_not_a_core():
         core_notes(__file__)
     with pytest.raises(NotElf, match="an ELF file but not a core file"):
         core_notes("/bin/true")
+
+
+def test_ncore_and_pypanic_agree_on_the_marks_layout():
+    from ncore import signaled
+    from pypanic import _beacon
+
+    assert (signaled.REQUEST_AT, signaled.ANSWER_AT, signaled.ACK_AT) == (
+        _beacon.REQUEST_AT, _beacon.ANSWER_AT, _beacon.ACK_AT)  # fmt: skip
+    assert (signaled.EMPTY, signaled.ASKED, signaled.TAKEN, signaled.WITHDRAWN) == (
+        _beacon.EMPTY, _beacon.ASKED, _beacon.TAKEN, _beacon.WITHDRAWN)  # fmt: skip

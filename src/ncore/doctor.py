@@ -17,7 +17,16 @@ from . import arch
 from .errors import NcoreError
 from .methods import NAMES, unavailable
 from .session import Request, make_method, output_directory, take_dump
-from .target import Target, inspect, may_trace_anyone, permission_hint, pypanic_mark, status, yama_scope
+from .target import (
+    Target,
+    inspect,
+    listening_signal,
+    may_trace_anyone,
+    permission_hint,
+    pypanic_mark,
+    status,
+    yama_scope,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -247,8 +256,11 @@ def _pypanic(target: Target) -> Finding:
             "process's facts and every thread's stack, but no registered state",
             "import pypanic in the application and register state with panicDbg.set",
         )
-    described = mark.replace("\n", " from ", 1) if mark else "loaded"
-    return Finding("pypanic", True, f"{described}: its registered state will be in the dump")
+    lines = mark.splitlines() if mark else []
+    described = " from ".join(lines[:2]) if lines else "loaded"
+    signal = listening_signal(mark)
+    listens = "" if signal is None else f"; it listens for a dump signal, {signal[1]} (ncore --method signal)"
+    return Finding("pypanic", True, f"{described}: its registered state will be in the dump{listens}")
 
 
 def _dump_directory(target: Target, requested: str | None) -> list[Finding]:

@@ -13,7 +13,7 @@ import os
 
 from .errors import BadUsage
 from .methods import MODES, NAMES
-from .session import DEFAULT_MESSAGE, Request
+from .session import DEFAULT_MESSAGE, SIGNAL, Request
 
 
 class Option:
@@ -74,7 +74,14 @@ DUMP_OPTIONS = (
         metavar="SECONDS",
         minimum=0.1,
     ),
-    Option(("--method",), "method", "choice", "How to get into the process.", default="auto", choices=("auto", *NAMES)),
+    Option(
+        ("--method",),
+        "method",
+        "choice",
+        "How to get into the process (signal: ask one that listens, see PYPANIC_SIGNAL).",
+        default="auto",
+        choices=("auto", *NAMES, SIGNAL),
+    ),
     Option(
         ("--mode",),
         "mode",

@@ -17,6 +17,7 @@ import psutil
 from .elf import NotElf
 from .errors import BadUsage, NotPython
 from .target import (
+    listening_signal,
     mappings,
     name_of,
     pypanic_mark,
@@ -110,7 +111,9 @@ def _pypanic_column(pid: int, maps: list[Mapping]) -> str:
     if mark is None:
         return "no"
     words = mark.split("\n", 1)[0].split()
-    return words[1] if len(words) == 2 else "loaded"
+    version = words[1] if len(words) == 2 else "loaded"
+    signal = listening_signal(mark)
+    return version if signal is None else f"{version} on {signal[1]}"
 
 
 def _main_thread(pid: int, runtime: tuple[int, int]) -> str:

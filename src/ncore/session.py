@@ -20,7 +20,17 @@ import os
 import time
 
 from . import interrupts
-from .errors import AlreadyTraced, BadUsage, Busy, DumpFailed, Interrupted, NcoreError, TargetExited, TimedOut
+from .errors import (
+    AlreadyTraced,
+    BadUsage,
+    Busy,
+    DumpFailed,
+    Interrupted,
+    NcoreError,
+    PermissionDenied,
+    TargetExited,
+    TimedOut,
+)
 from .methods import Injection, Outcome, choose, forget, page_image, still_queued
 from .payload import decode_fields, encode_fields
 from .private import QUEUED, Place, PrivateDirectory, TargetLock, sweep
@@ -33,6 +43,9 @@ if TYPE_CHECKING:
     from .methods import Method
 
 DEFAULT_MESSAGE = "core dump initiated at user request"
+SIGNAL = "signal"
+"""The method that asks a process listening for a dump signal (ncore.signaled); not one of
+``auto``'s injection methods, which it falls back on when they are refused for permission."""
 _HOLD_SECONDS = 5.0
 """How long a panicking payload waits for ncore to copy its dump out of its mount namespace."""
 _ACK_SECONDS = 1.0
@@ -308,12 +321,25 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
             raise traced
         if request.read_only:
             return _read_only(request, target, started, None, [])
+        if request.method == SIGNAL:
+            return _by_signal(request, target, started, output_dir, [])
         # Chosen only now: how the main thread is found decides, and another ncore's dump changes it.
         method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
         progress("inspected")
         _stop_if_asked(request.pid, "before ncore touched it")
         try:
             return _dump(request, target, place, method, skipped, output_dir, started, progress)
+        except PermissionDenied as e:
+            from . import signaled
+
+            if request.method != "auto" or signaled.unavailable(target) is not None:
+                e.hint += (
+                    "; or, with no right to trace, start the process with PYPANIC_SIGNAL=SIGRTMIN+3 (pypanic "
+                    "imported): ncore then asks it for its dump by signal"
+                )
+                raise
+            progress("by signal")
+            return _by_signal(request, target, started, output_dir, [*skipped, f"{method.name}: {e.message}"])
         except NeverStarted as e:
             if not request.fallback or interrupts.requested() is not None:
                 raise
@@ -322,6 +348,13 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     finally:
         lock.release()
         place.close()
+
+
+def _by_signal(request: Request, target: Target, started: float, output_dir: str | None, skipped: list[str]) -> Result:
+    """A dump the process takes on its dump signal (ncore.signaled)."""
+    from . import signaled
+
+    return signaled.dump(request, target, started, output_dir, skipped)
 
 
 def _read_only(
@@ -541,7 +574,7 @@ def _result(
             f"process {target.pid} could not write its dump: {error}",
             "check that the target's working directory (or --output-dir) is writable and has room",
         )
-    exited = False if request.keep_running else _wait_for_exit(target, until=time.monotonic() + 2)
+    exited = False if request.keep_running else wait_for_exit(target, until=time.monotonic() + 2)
     result = Result(target, handshake.path, outcome, skipped, answer.get("pypanic", "?"), exited, started)
     if output_dir is not None and os.path.dirname(answer.get("path", "")) != output_dir:
         result.fell_back_from = request.output_dir
@@ -580,7 +613,8 @@ def _copy_out(target: Target, inside: str) -> str:
         return destination
 
 
-def _wait_for_exit(target: Target, until: float) -> bool:
+def wait_for_exit(target: Target, until: float) -> bool:
+    """Whether ``target`` exits before ``until`` (time.monotonic())."""
     while time.monotonic() < until:
         if not target.alive():
             return True

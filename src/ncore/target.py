@@ -185,16 +185,45 @@ class Target:
 
 
 def pypanic_mark(pid: int, maps: list[Mapping]) -> str | None:
-    """What pypanic's mark says (``pypanic 0.1.0`` and the package's directory, one per
-    line); None without a mark, ``""`` when it cannot be read."""
+    """What pypanic's mark says (``pypanic 0.1.0``, the package's directory, and ``signal N``
+    when it listens for a dump signal, one per line); None without a mark, ``""`` when it
+    cannot be read. Read through the mark's open file when pypanic keeps it open (no right
+    to trace needed), else through /proc/PID/mem."""
     for mapping in maps:
         if mapping.path == PYPANIC_MARK:
+            opened = mark_file(pid)
             try:
-                with open(f"/proc/{pid}/mem", "rb", buffering=0) as f:
-                    f.seek(mapping.start)
+                with open(opened or f"/proc/{pid}/mem", "rb", buffering=0) as f:
+                    f.seek(0 if opened else mapping.start)
                     return f.read(512).split(b"\0", 1)[0].decode(errors="replace").strip()
             except OSError:
                 return ""
+    return None
+
+
+def mark_file(pid: int) -> str | None:
+    """``/proc/PID/fd/N`` when process ``pid`` keeps pypanic's mark open (it listens for a
+    dump signal), else None."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for name in names:
+        path = f"/proc/{pid}/fd/{name}"
+        try:
+            if os.readlink(path) == PYPANIC_MARK:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def listening_signal(mark: str | None) -> tuple[int, str] | None:
+    """The signal (number, name) pypanic's mark says the process listens on for a dump, if any."""
+    for line in (mark or "").splitlines()[2:]:
+        word, number, name = [*line.split(" "), "", ""][:3]
+        if word == "signal" and number.isdigit():
+            return int(number), name or f"signal {number}"
     return None
 
 

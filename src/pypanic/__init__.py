@@ -9,6 +9,8 @@ needs; the rest is loaded on the first dump or by ``enable_panic_on_crash()``.
 
 from __future__ import annotations
 
+from os import environ as _environ
+
 from ._beacon import light
 from ._registry import Registry, shared
 
@@ -24,6 +26,10 @@ panicDbg: Registry = shared()
 """The process's debug-state registry, also installed as the builtin ``panicDbg``."""
 if __name__ == "pypanic" and getattr(panicDbg, "beacon", None) is None:  # not ncore's carried copy
     panicDbg.beacon = light(__version__)
+    if "PYPANIC_SIGNAL" in _environ:
+        from ._listener import from_environment
+
+        from_environment(__version__)
 
 
 def panic(msg: str, err: object = None, *, directory: str | None = None) -> NoReturn:
@@ -81,6 +87,10 @@ def configure(**settings: Any) -> None:
     from ._config import configure as _configure
 
     _configure(panicDbg, **settings)
+    if settings.get("signal") is not None:
+        from ._listener import listen
+
+        listen(panicDbg.settings["signal"], __version__)
 
 
 def reset_configuration() -> None:

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "exit_status": 1,
     "abort": False,
     "panic_on_keyboard_interrupt": False,
+    "signal": None,
 }
 """Every setting and its default; the README's configuration table describes each one."""
 
@@ -84,6 +85,7 @@ class Settings:
     exit_status: int
     abort: bool
     panic_on_keyboard_interrupt: bool
+    signal: int | None
 
 
 def _check(name: str, value: Any) -> Any:
@@ -93,6 +95,10 @@ def _check(name: str, value: Any) -> Any:
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise TypeError(f"directory must be a path or None, not {type(value).__name__}")
         return None if value is None else os.fspath(value)
+    if name == "signal":
+        from ._listener import parse
+
+        return None if value is None else parse(value)
     if name == "secret_words":
         words = tuple(str(w).upper() for w in value)
         if not words:
@@ -152,4 +158,4 @@ def resolve(registry: Registry) -> Settings:
         except (TypeError, ValueError) as e:
             warnings.append(f"ignored {variable}={text!r}: {e}")
     values.update(registry.settings)
-    return Settings(values, warnings)
+    return Settings(values, warnings + registry.notes)

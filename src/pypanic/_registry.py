@@ -79,6 +79,8 @@ class Registry:
         self.guard = PanicGuard()
         self.beacon: object = None
         """The mark that shows pypanic is loaded (pypanic._beacon), once made."""
+        self.notes: list[str] = []
+        """What went wrong outside any dump (a signal not listened on), for ``dbg.warnings``."""
 
     def add(self, keybase: str, value: Any) -> str:
         """Register ``value`` under a new key ``<keybase><n>`` and return that key.

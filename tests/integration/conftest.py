@@ -174,3 +174,27 @@ def run_ncore(
 def load_dump(path: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(Path(path).read_text(), parse_constant=pytest.fail)
     return data
+
+
+NO_PTRACE = """
+import ctypes, os, struct, sys
+# A seccomp filter failing ptrace, process_vm_readv and process_vm_writev with EPERM
+# (x86_64), as some container runtimes install; then the command given runs under it.
+instructions = [
+    (0x20, 0, 0, 0),  # load the system call's number
+    (0x15, 2, 0, 101),  # ptrace?
+    (0x15, 1, 0, 310),  # process_vm_readv?
+    (0x15, 0, 1, 311),  # process_vm_writev?
+    (0x06, 0, 0, 0x00050000 | 1),  # then fail it with EPERM
+    (0x06, 0, 0, 0x7FFF0000),  # else allow it
+]
+code = b"".join(struct.pack("<HBBI", *instruction) for instruction in instructions)
+program = ctypes.create_string_buffer(code, len(code))
+header = ctypes.create_string_buffer(struct.pack("<HxxxxxxQ", len(instructions), ctypes.addressof(program)), 16)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.addressof(header), 0, 0) == 0, ctypes.get_errno()  # PR_SET_SECCOMP, a filter
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+"""A program that runs the command it is given where ptrace and process_vm_* fail (EPERM)."""

@@ -17,7 +17,7 @@ import pytest
 from ncore.target import permission_hint, scheduler_state
 
 from ..interpreters import HOST, IN_CHROOT, missing
-from .conftest import Service, assert_left_running, chroot_gdb, load_dump, run_ncore, wait_for_ready
+from .conftest import NO_PTRACE, Service, assert_left_running, chroot_gdb, load_dump, run_ncore, wait_for_ready
 
 PYTHON = HOST[0]
 
@@ -147,27 +147,6 @@ def test_a_stopped_target_is_refused_and_left_stopped(start_service):
     assert scheduler_state(service.pid, service.pid) == "T"
     os.kill(service.pid, signal.SIGCONT)
     assert_untouched(service)
-
-
-NO_PTRACE = """
-import ctypes, os, struct, sys
-# A seccomp filter failing every ptrace system call with EPERM (x86_64), as some container
-# runtimes install; then the command given runs under it.
-instructions = [
-    (0x20, 0, 0, 0),  # load the system call's number
-    (0x15, 0, 1, 101),  # ptrace?
-    (0x06, 0, 0, 0x00050000 | 1),  # then fail it with EPERM
-    (0x06, 0, 0, 0x7FFF0000),  # else allow it
-]
-code = b"".join(struct.pack("<HBBI", *instruction) for instruction in instructions)
-program = ctypes.create_string_buffer(code, len(code))
-header = ctypes.create_string_buffer(struct.pack("<HxxxxxxQ", len(instructions), ctypes.addressof(program)), 16)
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.addressof(header), 0, 0) == 0, ctypes.get_errno()  # PR_SET_SECCOMP, a filter
-os.execvp(sys.argv[1], sys.argv[1:])
-"""
 
 
 def test_gdb_refused_by_the_kernel_is_a_permission_error_with_its_output(start_service, tmp_path):

@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import arch, cpu
-from ..errors import Busy, MethodUnavailable, NcoreError, NoSuchProcess, TimedOut
+from .. import arch, cpu, interrupts
+from ..errors import Busy, Interrupted, MethodUnavailable, NcoreError, NoSuchProcess, TimedOut
 from ..private import held
 from ..target import Target, attach_refused
 from . import Injection, Outcome, explain
@@ -194,6 +194,20 @@ class Gdb:
         return late
 
     def _outcome(self, target: Target, transcript: list[str], lines: list[tuple[float, str]], mode: str) -> Outcome:
+        try:
+            return self._read_outcome(target, transcript, lines, mode)
+        except NcoreError as e:
+            number = interrupts.requested()
+            if number is None or isinstance(e, Interrupted):
+                raise
+            # Ctrl-C to ncore's process group reaches gdb too, which then stops where it was.
+            stopped = Interrupted(f"stopped by {interrupts.describe(number)} while gdb worked: {e.message}", number)
+            stopped.transcript = e.transcript
+            raise stopped from None
+
+    def _read_outcome(
+        self, target: Target, transcript: list[str], lines: list[tuple[float, str]], mode: str
+    ) -> Outcome:
         marks = {line.split(" ", 2)[1]: (t, line) for t, line in lines if line.startswith("ncore: ")}
         text = "\n".join(line for _, line in lines)
         if "attached" not in marks:
