@@ -62,7 +62,8 @@ def dump(request: Request, target: Target, started: float, output_dir: str | Non
     number, name = signal
     ident = os.urandom(8).hex()
     asked = {"id": ident, "keep_running": request.keep_running, "message": request.message,
-             "directory": output_dir, "hold_seconds": _HOLD_SECONDS}  # fmt: skip
+             "directory": output_dir, "hold_seconds": _HOLD_SECONDS,
+             "expires": time.time() + max(started + request.timeout - time.monotonic(), 0)}  # fmt: skip
     data = json.dumps(asked).encode()
     if len(data) > ANSWER_AT - REQUEST_AT - 9:
         raise BadUsage(

@@ -133,6 +133,8 @@ def _claim(beacon: Beacon) -> dict[str, Any] | None:
     finally:
         fcntl.flock(beacon.fd, fcntl.LOCK_UN)
     request: dict[str, Any] = json.loads(text)
+    if time.time() > float(request.get("expires", float("inf"))):
+        return {}  # left by an ncore that died before it could withdraw it: a bare signal's snapshot
     return request
 
 
