@@ -91,13 +91,53 @@ def listen(number: int, version: str) -> str | None:
         registry.notes.append(why)
         StderrLog()("WARN", f"pypanic: {why}")
         return why
-    old = registry.beacon
-    beacon = _beacon.light(version, (number, name_of(number)))
-    if beacon is not None:
-        registry.beacon = beacon
-        if old is not None:
-            old.page.close()  # type: ignore[attr-defined]
+    global _listening
+    _relight((number, name_of(number)), version)
+    if _listening is None:
+        os.register_at_fork(after_in_child=_relight_in_child)
+    _listening = (number, version)
     return None
+
+
+_listening: tuple[int, str] | None = None
+"""The signal listened on and pypanic's version, for a forked child's own mark."""
+
+
+def _relight(signal: tuple[int, str] | None, version: str) -> None:
+    registry = shared()
+    old: Beacon | None = registry.beacon  # type: ignore[assignment]
+    beacon = _beacon.light(version, signal)
+    if beacon is None:
+        return
+    registry.beacon = beacon
+    if old is not None:
+        old.page.close()
+        if old.fd is not None:
+            os.close(old.fd)
+
+
+def _relight_in_child() -> None:
+    # The inherited page is the parent's (a shared mapping) and flock cannot tell a parent
+    # from its child (they share the open file): requests to either would meet in it.
+    if _listening is not None and getattr(shared().beacon, "fd", None) is not None:
+        number, version = _listening
+        _relight((number, name_of(number)), version)
+
+
+def verify() -> str | None:
+    """Check that the handler is still pypanic's: a server started since may have taken the
+    signal. When it has, the mark stops naming it (ncore would wait in vain) and why is
+    returned, logged and kept for ``dbg.warnings``; None when nothing changed."""
+    global _listening
+    if _listening is None or _signal.getsignal(_listening[0]) is _on_signal:
+        return None
+    number, version = _listening
+    _listening = None
+    why = f"stopped listening on {name_of(number)}: the application installed its own handler for it"
+    shared().notes.append(why)
+    StderrLog()("WARN", f"pypanic: {why}")
+    _relight(None, version)
+    return why
 
 
 def _on_signal(number: int, frame: Any) -> None:

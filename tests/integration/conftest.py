@@ -198,3 +198,21 @@ assert libc.prctl(22, 2, ctypes.addressof(header), 0, 0) == 0, ctypes.get_errno(
 os.execvp(sys.argv[1], sys.argv[1:])
 """
 """A program that runs the command it is given where ptrace and process_vm_* fail (EPERM)."""
+
+
+@pytest.fixture
+def no_ptrace(tmp_path):
+    """``no_ptrace(*args)``: run ``python -m ncore --json ARGS`` where ptrace and process_vm_* fail."""
+    wrapper = tmp_path / "no_ptrace.py"
+    wrapper.write_text(NO_PTRACE)
+
+    def run(*args: str, user: str | None = None) -> NcoreRun:
+        argv = [sys.executable, str(wrapper), sys.executable, "-m", "ncore", "--json", *args]
+        if user is not None:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        lines = done.stdout.splitlines()
+        record = json.loads(lines[0]) if len(lines) == 1 else {}  # several targets: a record per line
+        return NcoreRun(done.returncode, record, done.stdout, done.stderr)
+
+    return run

@@ -15,30 +15,13 @@ import time
 import pytest
 
 from ..interpreters import ALL, HOST
-from .conftest import NO_PTRACE, NcoreRun, assert_left_running, load_dump, wait_for_ready
+from .conftest import assert_left_running, load_dump, wait_for_ready
 
 LISTEN = {"PYPANIC_SIGNAL": "SIGRTMIN+3"}
 KINDS = ["busy", "sleep", "accept", "both-busy"]
 REMOTE_EXEC = ("sid-3.14", "sid-3.15")
 """Remote exec writes through /proc/PID/mem, which the filter leaves alone: it serves the
 running targets there before the signal method is needed."""
-
-
-@pytest.fixture
-def no_ptrace(tmp_path):
-    """``no_ptrace(*args)``: run ``python -m ncore --json ARGS`` where ptrace and process_vm_* fail."""
-    wrapper = tmp_path / "no_ptrace.py"
-    wrapper.write_text(NO_PTRACE)
-
-    def run(*args: str, user: str | None = None) -> NcoreRun:
-        argv = [sys.executable, str(wrapper), sys.executable, "-m", "ncore", "--json", *args]
-        if user is not None:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        record = json.loads(done.stdout) if done.stdout.strip() else {}
-        return NcoreRun(done.returncode, record, done.stdout, done.stderr)
-
-    return run
 
 
 @pytest.mark.parametrize("keep_running", [True, False], ids=["snapshot", "panic"])
