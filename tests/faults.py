@@ -87,9 +87,14 @@ def left_running(pid: int) -> str | None:
     return None
 
 
-def start_target(interpreter: Interpreter, kind: str, space: Workspace) -> subprocess.Popen[str]:
-    """A service.py target whose dump is slowed a little, ready (it printed ``ready``)."""
-    env = {"SERVICE_SLOW_DUMP": str(SLOW_DUMP_SECONDS)}
+LISTEN = {"PYPANIC_SIGNAL": "SIGRTMIN+3"}
+"""What a target of the signal method has in its environment."""
+
+
+def start_target(interpreter: Interpreter, kind: str, space: Workspace, listen: bool = False) -> subprocess.Popen[str]:
+    """A service.py target whose dump is slowed a little, ready (it printed ``ready``);
+    listening for a dump signal when ``listen``."""
+    env = {"SERVICE_SLOW_DUMP": str(SLOW_DUMP_SECONDS), **(LISTEN if listen else {})}
     stderr = open(space.host / "stderr", "w")  # noqa: SIM115 - it lives as long as the target
     process = subprocess.Popen(
         space.command("service.py", kind, env=env), stdout=subprocess.PIPE, stderr=stderr, text=True,
@@ -165,7 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     plan = Plan.parse(args.replay)
     space = Workspace(plan.interpreter)
-    target = start_target(plan.interpreter, plan.kind, space)
+    target = start_target(plan.interpreter, plan.kind, space, listen=plan.method == "signal")
     try:
         for n in range(args.times):
             problems = interrupt(plan, target, dict(os.environ))

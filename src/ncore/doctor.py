@@ -65,8 +65,13 @@ def examine(pid: int | None, request: Request, probe: bool = False) -> list[Find
     except NcoreError as e:
         return [*findings, Finding("process", False, e.message, e.hint)]
     findings += _process(target)
-    findings += _memory_access(target)
-    findings += _methods_for(target, request)
+    access = _memory_access(target)
+    methods, chosen = _methods_for(target, request, traceable=all(f.ok for f in access))
+    if chosen == "signal":
+        for finding in access:  # no longer in the way: the signal method traces nothing
+            if finding.ok is False:
+                finding.ok, finding.detail = None, f"{finding.detail}; the dump goes by signal instead"
+    findings += access + methods
     findings.append(_main_thread(target))
     findings.append(_pypanic(target))
     findings += _dump_directory(target, request.output_dir)
@@ -191,16 +196,27 @@ def _memory_access(target: Target) -> list[Finding]:
     return [Finding("access", True, f"ncore may trace process {target.pid} (it seized it and let go)")]
 
 
-def _methods_for(target: Target, request: Request) -> list[Finding]:
+def _methods_for(target: Target, request: Request, traceable: bool) -> tuple[list[Finding], str | None]:
+    """A finding per method, and the one a dump would use (None: none can serve)."""
     findings = []
     chosen = None
     for name in NAMES:
         if request.method not in ("auto", name):
             continue
-        _, why = unavailable(name, target, lambda name: make_method(name, request))
+        if name in ("ptrace", "gdb") and not traceable:
+            why: str | None = "it traces the process, which is refused here (see access)"
+        else:
+            _, why = unavailable(name, target, lambda name: make_method(name, request))
         if why is None and chosen is None:
             chosen = name
         findings.append(Finding(f"method {name}", None if why else True, why or "can serve this process"))
+    if request.method in ("auto", "signal"):
+        from .signaled import unavailable as signal_unavailable
+
+        why = signal_unavailable(target)
+        if why is None and (chosen is None or request.method == "signal"):
+            chosen = "signal"
+        findings.append(Finding("method signal", None if why else True, why or "can serve this process"))
     if chosen is None:
         findings.append(
             Finding(
@@ -212,7 +228,7 @@ def _methods_for(target: Target, request: Request) -> list[Finding]:
         )
     else:
         findings.append(Finding("method", True, f"a dump would use {chosen}"))
-    return findings
+    return findings, chosen
 
 
 def _main_thread(target: Target) -> Finding:

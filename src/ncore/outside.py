@@ -36,6 +36,8 @@ class Process:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.pids: list[int] = [pid]
+        """Its pid in each PID namespace from ncore's down to its own (the kernel's NSpid)."""
         self.argv: list[str] | None = None
         self.cwd: str | None = None
         self.env: dict[str, str] | None = None
@@ -79,7 +81,7 @@ def entries(
     own: dict[str, Any] = {
         "dbg.format-version": _dump.FORMAT_VERSION,
         "init.process.argv": known(process.argv),
-        "init.process.pid": process.pid,
+        "init.process.pid": process.pids[-1],
         "init.process.cwd": known(process.cwd),
         "init.process.env": known(None if process.env is None else _facts.redacted_environment(process.env, is_secret)),
         "init.process.version": known(process.version or reading.version or None),
@@ -100,6 +102,8 @@ def entries(
         "dbg.pypanic-version": PYPANIC_VERSION,
         "dbg.warnings": [],
     }
+    if len(process.pids) > 1:
+        own["init.process.nspid"] = process.pids
     missing = sorted(key for key, value in own.items() if isinstance(value, dict) and "$unavailable" in value)
     own["dbg.outside"] = {
         "source": source,

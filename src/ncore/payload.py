@@ -35,7 +35,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
 
-PROTOCOL = 2
+PROTOCOL = 3
 """The version of the payload-to-pypanic interface (``pypanic._panic.NCORE_PROTOCOL``)."""
 _LOCK_TRIES = 20
 """How many times (a millisecond apart) the payload tries to share the directory's lock,
@@ -184,7 +184,8 @@ def run(directory: str) -> None:
     params: ``message``, ``keep_running`` (``1`` or ``0``), ``directory`` (absent: the
     working directory), ``hold_seconds`` (how long to wait for ``ack``), ``pypanic`` (the
     directory of the pypanic ncore carries; absent: ``pypanic`` beside this file), ``probe``
-    (``1``: answer ``_probe``'s facts, take no dump). started: ``seconds``, the dump's time
+    (``1``: answer ``_probe``'s facts, take no dump), ``pids`` (the target's pids from ncore's
+    PID namespace down to its own, comma-separated, when they differ). started: ``seconds``, the dump's time
     budget. result: ``path`` or ``error``, and ``pypanic`` (which copy took the dump:
     target, importable or carried).
     """
@@ -211,8 +212,9 @@ def run(directory: str) -> None:
             _answer(directory, {"path": path, "error": error, "pypanic": source})
             _wait_for_ack(directory, hold_seconds, lock)
 
+        pids = [int(p) for p in params["pids"].split(",")] if params.get("pids") else None
         take = panic_module.dump if keep_running else panic_module.panic
-        take(params["message"], None, directory=params.get("directory"), report=report)
+        take(params["message"], None, directory=params.get("directory"), report=report, pids=pids)
     except BaseException as e:
         try:
             _answer(directory, {"error": f"{type(e).__name__}: {e}"})

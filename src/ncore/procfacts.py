@@ -32,6 +32,7 @@ _LIMIT_NAMES = {
 def read(target: Target) -> Process:
     pid = target.pid
     process = Process(pid)
+    process.pids = list(target.pids)
     fields = status(pid)
     process.argv = _split(_read(f"/proc/{pid}/cmdline"))
     process.cwd = _link(f"/proc/{pid}/cwd")

@@ -43,6 +43,9 @@ def dump(request: Request, as_json: bool = False, verbose: bool = False) -> int:
     if result.fell_back_from is not None:
         where = os.path.dirname(result.path)
         _say(f"process {request.pid} could not write in {result.fell_back_from}; its dump went to {where} instead\n")
+    if result.nspid is not None:
+        inner = result.nspid[-1]
+        _say(f"process {request.pid} is pid {inner} in its own PID namespace (a container's): the dump records both\n")
     _say(f"{result.path}\n")
     if verbose:
         details(result)

@@ -111,6 +111,8 @@ class Result:
         started: float,
     ) -> None:
         self.pid = target.pid
+        self.nspid = list(target.pids) if len(target.pids) > 1 else None
+        """The pid in each PID namespace down to the process's own, when it is in a nested one."""
         self.path = path
         self.method = outcome.method
         self.injection = outcome.path
@@ -134,7 +136,7 @@ class Result:
 
     def record(self) -> dict[str, object]:
         """The result as ``--json`` prints it."""
-        fields = ("pid", "path", "method", "injection", "why", "skipped", "pypanic", "target_exited",
+        fields = ("pid", "nspid", "path", "method", "injection", "why", "skipped", "pypanic", "target_exited",
                   "elapsed_seconds", "stopped_seconds", "python", "fell_back_from", "read_only")  # fmt: skip
         return {"status": "dumped", **{name: getattr(self, name) for name in fields}}
 
@@ -215,10 +217,11 @@ def output_directory(target: Target, requested: str | None) -> str | None:
         raise BadUsage(f"--output-dir {requested} is not a directory", "create it first, or give another one")
     inside = target.inside_path(requested)
     if inside is None:
+        where = f"another root ({target.root})" if target.same_mount_namespace else "another mount namespace"
         raise BadUsage(
-            f"process {target.pid} cannot see {requested}: it runs in another root ({target.root})",
-            f"give a directory inside {target.root}, or leave --output-dir out (the dump goes to the target's"
-            " working directory)",
+            f"process {target.pid} cannot see {requested}: it runs in {where}, as in a container",
+            "leave --output-dir out (the dump goes to the target's working directory, and a panic's dump is "
+            "copied out to yours), or add --read-only (ncore writes that dump itself, anywhere)",
         )
     why = target.cannot_write(requested)
     if why is not None:
@@ -310,7 +313,7 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
     # Another tracer is refused only under the target's lock: until then it may be an ncore
     # that holds the lock, and this one waits for it.
     target = inspect(request.pid, refuse_traced=False)
-    output_dir = output_directory(target, request.output_dir)
+    output_dir = None if request.read_only else output_directory(target, request.output_dir)
     place = Place(target)
     lock = TargetLock(place, target)
     try:
@@ -394,7 +397,8 @@ def _dump(
         copy_out = not request.keep_running and not target.same_mount_namespace
         params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
                   "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else _ACK_SECONDS),
-                  "probe": "1" if request.probe else None}  # fmt: skip
+                  "probe": "1" if request.probe else None,
+                  "pids": ",".join(map(str, target.pids)) if len(target.pids) > 1 else None}  # fmt: skip
         params["pypanic"] = _carried_pypanic(target, private)
         private.write("params", encode_fields(params))
         with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
@@ -596,10 +600,10 @@ def _working_directory_refused(target: Target, path: str) -> str | None:
 
 def _copy_out(target: Target, inside: str) -> str:
     """Copy a dump out of another mount namespace before the target's exit takes it away;
-    into the working directory, under a name not yet taken."""
+    into the working directory, as ``ncore.<pid ncore was given>`` or the next free name."""
     import shutil  # here: a panic dump from another mount namespace is the only copy ncore makes
 
-    name = os.path.basename(inside)
+    name = f"ncore.{target.pid}"  # inside its PID namespace the process may be ncore.1
     n = 0
     while True:
         destination = os.path.abspath(name if n == 0 else f"{name}.{n}")

@@ -33,6 +33,8 @@ EMPTY, ASKED, TAKEN, WITHDRAWN = 0, 1, 2, 3
 _MARGIN_SECONDS = 2.0
 _POLL_SECONDS = 0.0005
 _HOLD_SECONDS = 1.0
+"""How long a panicking handler waits for ncore to read its answer before the process exits."""
+_WAIT_SECONDS = 0.01
 
 
 def listener(target: Target) -> tuple[int, str] | None:
@@ -62,7 +64,9 @@ def dump(request: Request, target: Target, started: float, output_dir: str | Non
     number, name = signal
     ident = os.urandom(8).hex()
     asked = {"id": ident, "keep_running": request.keep_running, "message": request.message,
-             "directory": output_dir, "hold_seconds": _HOLD_SECONDS,
+             "directory": output_dir, "hold_seconds": 0 if request.keep_running else _HOLD_SECONDS,
+             "by": os.getpid(),
+             "pids": list(target.pids) if len(target.pids) > 1 else None,
              "expires": time.time() + max(started + request.timeout - time.monotonic(), 0)}  # fmt: skip
     data = json.dumps(asked).encode()
     if len(data) > ANSWER_AT - REQUEST_AT - 9:
@@ -78,11 +82,7 @@ def dump(request: Request, target: Target, started: float, output_dir: str | Non
             f"run ncore as the process's user (uid {target.uid}) or as root",
         ) from None
     try:
-        with _locked(fd):
-            if os.pread(fd, 1, REQUEST_AT) == bytes([TAKEN]):
-                raise Busy(f"process {target.pid} is taking a dump it was asked for by signal", "try again later")
-            os.pwrite(fd, bytes(ACK_AT + 1 - ANSWER_AT), ANSWER_AT)
-            os.pwrite(fd, bytes([ASKED]) + bytes(7) + data + b"\0", REQUEST_AT)
+        _post(fd, data, target, started + request.timeout)
         os.kill(target.pid, number)
         answer = _wait(fd, target, request, started, ident, name)
         os.pwrite(fd, b"\1", ACK_AT)
@@ -100,6 +100,58 @@ def dump(request: Request, target: Target, started: float, output_dir: str | Non
     )
     outcome = Outcome("signal", "handler", how, stopped_seconds=0.0)
     return Result(target, target.host_path(str(answer["path"])), outcome, skipped, "target", exited, started)
+
+
+def _post(fd: int, data: bytes, target: Target, deadline: float) -> None:
+    """Write the request once the mark is free, waiting (until ``deadline``) while another
+    ncore's request is pending or served, or its answer not yet read: one at a time, and
+    the process's main thread never waits for any ncore (a panic's aside)."""
+    while True:
+        with _locked(fd):
+            busy = _busy(fd)
+            if busy is None:
+                os.pwrite(fd, bytes(ACK_AT + 1 - ANSWER_AT), ANSWER_AT)
+                os.pwrite(fd, bytes([ASKED]) + bytes(7) + data + b"\0", REQUEST_AT)
+                return
+        stop = interrupts.requested()
+        if stop is not None:
+            raise Interrupted(
+                f"stopped by {interrupts.describe(stop)} while process {target.pid} {busy}; nothing was asked of it",
+                stop,
+            )
+        if time.monotonic() > deadline:
+            raise Busy(f"process {target.pid} {busy}", "try again later, or with a longer --timeout")
+        time.sleep(_WAIT_SECONDS)
+
+
+def _busy(fd: int) -> str | None:
+    """What keeps the mark from taking a request now; None when it is free. A request or an
+    answer whose ncore is gone (killed before it withdrew or read it) frees it."""
+    state = os.pread(fd, 1, REQUEST_AT)[0]
+    if state == TAKEN:
+        return "is taking a dump it was asked for by signal"
+    try:
+        before: dict[str, object] = json.loads(os.pread(fd, ANSWER_AT - REQUEST_AT - 8, REQUEST_AT + 8).split(b"\0")[0])
+    except ValueError:
+        return None
+    by = before.get("by")
+    if not isinstance(by, int) or by == os.getpid() or not _alive(by):
+        return None
+    if state == ASKED and time.time() < float(before.get("expires", 0)):  # type: ignore[arg-type]
+        return f"has a dump request of ncore (pid {by}) pending"
+    if state == EMPTY and os.pread(fd, 1, ACK_AT) == b"\0" and os.pread(fd, 1, ANSWER_AT) != b"\0":
+        return f"has an answer ncore (pid {by}) has not read yet"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 class _locked:

@@ -83,8 +83,12 @@ class Target:
         capabilities: int = 0,
         start_time: str = "",
         cwd: str | None = None,
+        pids: tuple[int, ...] = (),
     ) -> None:
         self.pid = pid
+        self.pids = pids or (pid,)
+        """The process's pid in each PID namespace from ncore's down to its own (the kernel's
+        NSpid): ``(4242, 1)`` for the first process of a container."""
         self.comm = comm
         self.uid = uid
         self.gid = gid
@@ -543,6 +547,7 @@ def inspect(pid: int, refuse_traced: bool = True) -> Target:
         groups=frozenset(int(g) for g in fields.get("Groups", "").split()),
         capabilities=int(fields.get("CapEff", "0"), 16),
         start_time=start_time_of(pid),
+        pids=tuple(int(p) for p in fields.get("NSpid", str(pid)).split()),
         cwd=_working_directory(pid),
     )
 

@@ -32,6 +32,7 @@ PYPANIC_KEYS = (
     "dbg.format-version",
     "init.process.argv",
     "init.process.pid",
+    "init.process.nspid",
     "init.process.cwd",
     "init.process.env",
     "init.process.version",
@@ -85,13 +86,15 @@ def build(
     error: str,
     now: float,
     version: str,
+    pids: list[int] | None = None,
 ) -> list[tuple[str, str]]:
     """The dump as ``(key, JSON text)`` pairs, in the order they are written.
 
     pypanic's own keys are computed first: they are small and they are what the operator
     needs most, so no registered value may starve them of bytes or time. The registered
     values get what is left, each on its own, so that one that fails becomes a marker
-    and the rest are written. Room for the list of cuts is kept from the start.
+    and the rest are written. Room for the list of cuts is kept from the start. ``pids``
+    (from ncore) are the process's pids from ncore's PID namespace down to its own.
     """
     budget = Budget(settings.max_bytes - min(CUTS_ROOM, settings.max_bytes // 8), settings.max_seconds)
     is_secret = _facts.secret_matcher(settings.secret_words) if settings.redact else None
@@ -115,6 +118,7 @@ def build(
         fact("dbg.format-version", FORMAT_VERSION),
         fact("init.process.argv", init.argv),
         fact("init.process.pid", os.getpid),
+        *([fact("init.process.nspid", pids)] if pids and len(pids) > 1 else []),
         fact("init.process.cwd", init.cwd),
         fact("init.process.env", lambda: _facts.redacted_environment(init.env, is_secret)),
         fact("init.process.version", init.version),

@@ -201,7 +201,8 @@ def _serve(beacon: Beacon, request: dict[str, Any], number: int) -> None:
         _answer(beacon, {"id": ident, "state": "started", "seconds": _panic.time_budget()})
         message = str(request.get("message") or SNAPSHOT_MESSAGE.format(name=name_of(number)))
         take = _panic.panic if request.get("keep_running") is False else _panic.dump
-        take(message, None, directory=request.get("directory"), report=report)
+        pids = request.get("pids") if isinstance(request.get("pids"), list) else None
+        take(message, None, directory=request.get("directory"), report=report, pids=pids)
     except BaseException as e:  # a handler's exception would surface in whatever code was interrupted
         _answer(beacon, {"id": ident, "state": "done", "path": None, "error": f"{type(e).__name__}: {e}"})
     finally:

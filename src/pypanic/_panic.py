@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 VERSION = "0.1.0"
 
-NCORE_PROTOCOL = 2
-"""The interface ncore's payload relies on: ``panic`` and ``dump`` take ``report``, and
-``time_budget`` says how long a dump may take."""
+NCORE_PROTOCOL = 3
+"""The interface ncore's payload relies on: ``panic`` and ``dump`` take ``report`` and
+``pids``, and ``time_budget`` says how long a dump may take."""
 
 
 class Panic(Exception):
@@ -69,6 +69,7 @@ def _write(
     reason: str,
     exc: BaseException,
     directory: str | None,
+    pids: list[int] | None,
 ) -> str:
     """Log, build and write one dump; ``headline`` goes into the first log line (in
     node-panic's words), ``reason`` into ``panic.reason``."""
@@ -77,7 +78,7 @@ def _write(
     now = time.time()
     error = error_text(exc)
     log(level, f"{label}: {headline}: {error}")
-    entries = _dump.build(registry, settings, reason, exc, error, now, VERSION)
+    entries = _dump.build(registry, settings, reason, exc, error, now, VERSION, pids)
     path, passed_over = _dump.write_anywhere(entries, _dump.candidate_directories(settings, directory), os.getpid())
     log(level, f"writing {noun} to {path}" + (f" ({passed_over})" if passed_over else ""))
     log(level, f"finished writing {noun}")
@@ -106,13 +107,15 @@ def panic(
     directory: str | None = None,
     report: Report | None = None,
     reason: str | None = None,
+    pids: list[int] | None = None,
 ) -> NoReturn:
     """Write a dump and end the process (see ``pypanic.panic``).
 
     ``report(path, error)`` is called once the file is complete (or could not be
     written), before the exit: ncore's handshake. ``reason`` is the dump's
     ``panic.reason`` when it says more than the log line (which thread, which asyncio
-    error); by default both say ``message`` (``explicit panic`` without ``err``).
+    error); by default both say ``message`` (``explicit panic`` without ``err``). ``pids``:
+    the process's pids from ncore's PID namespace down to its own, when ncore asks.
     """
     registry, me = _enter("panic")
     exc = _as_exception(message, err)
@@ -123,7 +126,7 @@ def panic(
     try:
         settings = _config.resolve(registry)
         status, abort = settings.exit_status, settings.abort
-        path = _write(registry, settings, "PANIC", headline, reason or headline, exc, directory)
+        path = _write(registry, settings, "PANIC", headline, reason or headline, exc, directory, pids)
         if report is not None:
             report(path, None)
     except BaseException as e:
@@ -141,14 +144,21 @@ def panic(
         os._exit(status)
 
 
-def dump(message: str, err: object = None, *, directory: str | None = None, report: Report | None = None) -> str:
+def dump(
+    message: str,
+    err: object = None,
+    *,
+    directory: str | None = None,
+    report: Report | None = None,
+    pids: list[int] | None = None,
+) -> str:
     """Write a dump, keep running, and return the dump's path (see ``pypanic.dump``)."""
     registry, me = _enter("dump")
     exc = _as_exception(message, err)
     reason = "snapshot" if err is None else message
     registry.guard.dumping.add(me)
     try:
-        path = _write(registry, _config.resolve(registry), "DUMP", reason, reason, exc, directory)
+        path = _write(registry, _config.resolve(registry), "DUMP", reason, reason, exc, directory, pids)
     except BaseException as e:
         if report is not None:
             report(None, describe_error(e))

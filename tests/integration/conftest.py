@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from ncore.target import inspect
@@ -49,10 +50,12 @@ class Service:
 
     process: subprocess.Popen[str]
     space: Workspace
+    forked: int | None = None
+    """The target's pid when the prefix forks it (``unshare --fork``), else the process's."""
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.forked or self.process.pid
 
     def progress(self) -> int:
         path = self.space.work / "progress"
@@ -104,7 +107,7 @@ def wait_for_ready(process: subprocess.Popen[str], timeout: float = 60) -> None:
 @pytest.fixture
 def start_service(processes: Processes, workspace_for: Any) -> Any:
     """``start_service(interpreter, kind, with_pypanic=True, prefix=(), env=None)``: a ready
-    Service, reaped at teardown."""
+    Service, reaped at teardown; a prefix with ``--fork`` (``unshare``) runs it as its child."""
 
     def start(
         interpreter: Interpreter,
@@ -118,7 +121,10 @@ def start_service(processes: Processes, workspace_for: Any) -> Any:
         with open(space.host / "stderr", "w") as stderr:
             process = processes.start(argv, stderr=stderr)
         wait_for_ready(process)
-        return Service(process, space)
+        if "--fork" not in prefix:
+            return Service(process, space)
+        (child,) = psutil.Process(process.pid).children()
+        return Service(process, space, child.pid)
 
     return start
 
@@ -202,17 +208,21 @@ os.execvp(sys.argv[1], sys.argv[1:])
 
 @pytest.fixture
 def no_ptrace(tmp_path):
-    """``no_ptrace(*args)``: run ``python -m ncore --json ARGS`` where ptrace and process_vm_* fail."""
+    """``no_ptrace(*args)``: run ``python -m ncore --json ARGS`` (``ncore doctor --json PID``
+    for a command) where ptrace and process_vm_* fail."""
     wrapper = tmp_path / "no_ptrace.py"
     wrapper.write_text(NO_PTRACE)
 
     def run(*args: str, user: str | None = None) -> NcoreRun:
-        argv = [sys.executable, str(wrapper), sys.executable, "-m", "ncore", "--json", *args]
+        command = [args[0], "--json", *args[1:]] if args[0] in ("doctor", "ps") else ["--json", *args]
+        argv = [sys.executable, str(wrapper), sys.executable, "-m", "ncore", *command]
         if user is not None:
             argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        lines = done.stdout.splitlines()
-        record = json.loads(lines[0]) if len(lines) == 1 else {}  # several targets: a record per line
+        try:
+            record = json.loads(done.stdout) if done.stdout.strip() else {}
+        except ValueError:
+            record = {}  # several targets: a record per line
         return NcoreRun(done.returncode, record, done.stdout, done.stderr)
 
     return run

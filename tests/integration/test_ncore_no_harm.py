@@ -88,6 +88,51 @@ def test_interrupting_ncore_never_harms_the_target(processes, workspace_for, int
     assert private_directories(interpreter) <= before, "private directories or locks were left behind"
 
 
+SIGNAL_KINDS = ["busy", "sleep", "accept"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("interpreter", ALL, ids=lambda i: i.name)
+def test_interrupting_ncore_by_signal_never_harms_the_target(processes, workspace_for, interpreter):
+    """The signal method (nothing traced: the request and the answer pass through pypanic's
+    mark) interrupted by every signal at random moments, then two at once: every target
+    lives on and works, and a later request by signal is served. 108 interrupts and 45
+    pairs over the matrix."""
+    interpreter.require()
+    draw = random.Random(f"{SEED}-signal-{interpreter.name}")
+    targets = {}
+    for kind in SIGNAL_KINDS:
+        space = workspace_for(interpreter)
+        targets[kind] = (start_target(interpreter, kind, space, listen=True), space)
+        processes.started.append(targets[kind][0])
+    moments = {(kind, name): draw.randrange(0, 250) for kind in SIGNAL_KINDS for name in SIGNALS}
+    plans = [Plan(interpreter, "signal", kind, name, delay) for (kind, name), delay in moments.items()]
+    harmed = []
+    for plan in plans:
+        harmed += [f"{plan}: {problem}" for problem in interrupt(plan, targets[plan.kind][0], dict(os.environ))]
+    target, space = targets["busy"]
+    argv = [sys.executable, "-m", "ncore", "--json", "--keep-running", "--method", "signal", str(target.pid)]
+    for n in range(5):
+        pair = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for child in pair:
+            out, err = child.communicate(timeout=120)
+            if child.returncode != 0:
+                harmed.append(f"pair {n}: exit {child.returncode}: {out} {err}")
+    for kind, (target, space) in targets.items():
+        progress = int((space.work / "progress").read_text()) if kind in RUNNING else 0
+        run = run_ncore("--keep-running", "--method", "signal", "--timeout", "30", str(target.pid))
+        if run.returncode != 0:
+            harmed.append(f"{interpreter.name} {kind}: a dump after the interrupts failed: {run.stdout} {run.stderr}")
+        if kind in RUNNING:
+            time.sleep(0.3)
+            if int((space.work / "progress").read_text()) <= progress:
+                harmed.append(f"{interpreter.name} {kind}: the target made no progress after the interrupts")
+        for dump in space.dumps():
+            load_dump(str(dump))
+    assert not harmed, f"{len(harmed)} of {len(plans)} interrupts or pairs harmed the target:\n" + "\n".join(harmed)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("kind", ["busy", "sleep"])

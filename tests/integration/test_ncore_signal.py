@@ -68,6 +68,22 @@ def test_a_process_that_does_not_listen_is_refused_naming_pypanic_signal(start_s
     service.assert_left_running()
 
 
+def test_doctor_sends_a_listening_process_by_signal_where_nothing_may_trace(start_service, no_ptrace):
+    """ncore doctor under the filter: tracing is refused, so ptrace and gdb cannot serve, and
+    the dump would go by signal (exit 0); a process that does not listen has no way (exit 6)."""
+    listening = start_service(HOST[3], "sleep", env=LISTEN)
+    run = no_ptrace("doctor", str(listening.pid))
+    findings = {f["topic"]: f for f in run.record["findings"]} if "findings" in run.record else {}
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert findings["access"]["ok"] is None and "the dump goes by signal instead" in findings["access"]["detail"]
+    assert findings["method ptrace"]["ok"] is None
+    assert findings["method"]["detail"] == "a dump would use signal"
+    silent = start_service(HOST[3], "sleep")
+    run = no_ptrace("doctor", str(silent.pid))
+    assert run.returncode == 6, run.stdout + run.stderr
+    assert listening.space.dumps() == [] and silent.space.dumps() == []
+
+
 def test_as_another_non_root_user(processes, workspace_for):
     """Target and ncore both run as uid 65534 (no capability): the signal method dumps it."""
     interpreter = HOST[-1]  # /usr/bin/python3.11: pyenv's live under /root, closed to others
