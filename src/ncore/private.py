@@ -8,8 +8,9 @@ re-enter its pending-call machinery forever).
 A directory is in use while its ``lock`` file is locked: shared by the ncore that made it,
 for as long as it lives, and by the payload while it runs. The lock file is owned by
 ncore's user and is made under another name and renamed into place once locked, so that a
-directory is never seen unlocked half made. A directory nobody locks any more is swept by
-the next ncore that uses the same /tmp: removed, unless its request may still run (it
+directory is never seen unlocked half made. A directory nobody locks any more, or left
+without its lock file by an ncore that died making or removing it, is swept by the next
+ncore that uses the same /tmp: removed, unless its request may still run (it
 was queued and not yet taken, and its process lives), in which case the payload removes
 it itself when it runs. Only directories whose lock file belongs to ncore's own user are
 touched, and everything is opened without following links. A request for the process
@@ -355,7 +356,7 @@ def _judge(directory: int, target: Target, inside: str, still_queued: Callable[[
     try:
         lock = os.open(LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
     except OSError:
-        return "stale" if _abandoned_half_made(directory) else "used"
+        return "stale" if _abandoned_without_lock(directory) else "used"
     try:
         if os.fstat(lock).st_uid != os.geteuid():
             return "used"
@@ -374,12 +375,17 @@ def _judge(directory: int, target: Target, inside: str, still_queued: Callable[[
         os.close(lock)
 
 
-def _abandoned_half_made(directory: int) -> bool:
-    """Whether a directory without its lock was left half made by an ncore of this user
-    that died: its lock file still under its first name, unlocked, and older than making a
-    directory takes. Any other directory without a lock is not ncore's, or being made."""
+def _abandoned_without_lock(directory: int) -> bool:
+    """Whether a directory without its lock was left by an ncore that died making it (its
+    lock file still under its first name, or not made yet) or removing it (the lock file
+    already gone): nothing in it has changed for longer than making a directory takes, and
+    the directory (or its lock file) is this user's; with a lock file, nobody holds it."""
     try:
         fd = os.open(f"{LOCK}.new", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except FileNotFoundError:
+        info = os.fstat(directory)
+        mine = info.st_uid == os.geteuid() or os.geteuid() == 0
+        return mine and time.time() - info.st_mtime >= HALF_MADE_SECONDS
     except OSError:
         return False
     try:

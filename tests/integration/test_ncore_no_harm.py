@@ -212,3 +212,31 @@ time.sleep(1000)
     assert process.poll() is None and left_running(process.pid) is None
     assert not space.dumps()
     assert private_directories(HOST[3]) <= before
+
+
+def test_directories_left_without_a_lock_are_swept(start_service):
+    """Private directories an ncore killed at the wrong moment left without a lock file (one
+    still empty, made just before the lock; one half removed, its lock already gone) are
+    swept by the next ncore once they are older than making a directory takes; a young one
+    is left to the ncore still making it."""
+    service = start_service(HOST[3], "sleep")
+    old = time.time() - HALF_MADE_SECONDS - 10
+    made = []
+    for name, files in (("empty", []), ("half-removed", ["code.py"]), ("young", [])):
+        path = Path(f"/tmp/ncore.{os.urandom(6).hex()}")
+        path.mkdir(mode=0o700)
+        for file in files:
+            (path / file).write_text("x")
+        if name != "young":
+            os.utime(path, (old, old))
+        made.append(path)
+    try:
+        run = run_ncore("--keep-running", str(service.pid))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert [path.exists() for path in made] == [False, False, True]
+    finally:
+        for path in made:
+            if path.exists():
+                for file in path.iterdir():
+                    file.unlink()
+                path.rmdir()
