@@ -222,10 +222,10 @@ def test_directories_left_without_a_lock_are_swept(start_service):
     service = start_service(HOST[3], "sleep")
     old = time.time() - HALF_MADE_SECONDS - 10
     made = []
-    for name, files in (("empty", []), ("half-removed", ["code.py"]), ("young", [])):
+    for name, names in (("empty", []), ("half-removed", ["code.py"]), ("young", [])):
         path = Path(f"/tmp/ncore.{os.urandom(6).hex()}")
         path.mkdir(mode=0o700)
-        for file in files:
+        for file in names:
             (path / file).write_text("x")
         if name != "young":
             os.utime(path, (old, old))
@@ -237,6 +237,6 @@ def test_directories_left_without_a_lock_are_swept(start_service):
     finally:
         for path in made:
             if path.exists():
-                for file in path.iterdir():
-                    file.unlink()
+                for entry in path.iterdir():
+                    entry.unlink()
                 path.rmdir()
