@@ -104,6 +104,9 @@ def entries(
     }
     if len(process.pids) > 1:
         own["init.process.nspid"] = process.pids
+    loops = loops_seen(threads)
+    if loops:
+        own["panic.asyncio"] = {"loops": loops}
     missing = sorted(key for key, value in own.items() if isinstance(value, dict) and "$unavailable" in value)
     own["dbg.outside"] = {
         "source": source,
@@ -115,6 +118,49 @@ def entries(
     own["dbg.cuts"] = {"count": 0, "first": []}
     texts = {key: json.dumps(value, ensure_ascii=False, allow_nan=False) for key, value in own.items()}
     return _dump.layout(texts, [])
+
+
+NO_TASKS = (
+    "a suspended task is on no thread's stack, so a read from outside cannot see it; a dump the process "
+    "takes itself (ncore without --read-only) has every task"
+)
+_LOOP_FUNCTIONS = ("BaseEventLoop.run_forever", "run_forever", "Runner.run")
+
+
+def loops_seen(threads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``panic.asyncio``'s loops as far as the threads' stacks show them: which thread runs
+    one, and the callback it is in (asyncio's ``Handle._run``, with where the thread is
+    now); the tasks are unavailable."""
+    loops = []
+    for thread in threads:
+        frames = thread.get("frames") or []
+        runs = [f for f in frames if f.get("function") in _LOOP_FUNCTIONS and "asyncio" in str(f.get("file"))]
+        if not runs:
+            continue
+        handles = [
+            f
+            for f in frames
+            if f.get("function") in ("Handle._run", "_run") and str(f.get("file")).endswith("events.py")
+        ]
+        loop: dict[str, Any] = {
+            "id": None,
+            "type": (runs[-1].get("locals") or {}).get("self"),
+            "thread": {"name": thread.get("name"), "ident": None, "native_id": thread.get("native_id")},
+            "running": True,
+            "closed": False,
+            "running_callback": None,
+            "current_task": None,
+            "task_count": {"$unavailable": NO_TASKS},
+            "tasks": {"$unavailable": NO_TASKS},
+        }
+        if handles:
+            inner = frames[-1]
+            loop["running_callback"] = {
+                "handle": (handles[-1].get("locals") or {}).get("self"),
+                "now_in": {"file": inner.get("file"), "line": inner.get("line"), "function": inner.get("function")},
+            }
+        loops.append(loop)
+    return loops
 
 
 def _redacted(threads: list[dict[str, Any]], is_secret: Callable[[str], bool] | None) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ the view shows what is there and never raises.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 
@@ -44,10 +45,12 @@ def make_console() -> Console:
 
 
 def render(dump: dict[str, object], console: Console) -> None:
-    """Print the whole of ``dump`` on ``console``: header, error, threads, registered keys, cuts."""
+    """Print the whole of ``dump`` on ``console``: header, error, threads, asyncio's task
+    tree, registered keys, cuts."""
     _header(dump, console)
     _error(dump, console)
     _threads(dump.get("panic.threads"), console)
+    _asyncio(dump.get("panic.asyncio"), console)
     _registered(dump, console)
     _cuts_and_warnings(dump, console)
 
@@ -181,6 +184,91 @@ def _threads(threads: object, console: Console) -> None:
         name = _text(thread["name"]) if thread.get("name") is not None else "?"
         _print(console, "  ", (name, "bold cyan"), ": " + ", ".join(facts) if facts else "")
         _frames(thread.get("frames"), console, "    ")
+
+
+def _asyncio(state: object, console: Console) -> None:
+    """Each event loop, the callback it runs, and its tasks as the tree of who awaits whom."""
+    if state is None:
+        return
+    loops = _items(_mapping(state).get("loops"))
+    _heading(f"asyncio ({len(loops)} event loop{'s' if len(loops) != 1 else ''})" if loops else "asyncio", console)
+    if not loops:
+        _print(console, "  " + _json(state))
+    for loop in map(_mapping, loops):
+        thread = _mapping(loop.get("thread"))
+        where = f"in thread {_text(thread.get('name', '?'))} (native_id {_text(thread.get('native_id'))})"
+        facts = [where if thread else "in no thread's stack", "running" if loop.get("running") else "not running"]
+        count = loop.get("task_count")
+        facts.append(f"{count} tasks" if isinstance(count, int) else "its tasks unknown")
+        _print(console, "  ", (_brief(loop.get("type", "loop"), 80), "bold cyan"), " " + ", ".join(facts))
+        callback = loop.get("running_callback")
+        if isinstance(callback, dict):
+            now = _mapping(callback.get("now_in"))
+            at = f", now at {_text(now.get('file'))}:{_text(now.get('line'))} in {_text(now.get('function'))}"
+            handle = _brief(callback.get("handle"), console.width)
+            _print(console, "    running callback ", (handle, "yellow"), at if now else "")
+        elif callback is not None:
+            _print(console, (f"    running callback: {_text(callback)}", "dim"))
+        tasks = [t for t in map(_mapping, _items(loop.get("tasks"))) if "id" in t]
+        by_id = {t["id"]: t for t in tasks}
+        children = {t["id"]: _awaited_tasks(t) for t in tasks}
+        below = {child for listed in children.values() for child in listed}
+        shown: set[object] = set()
+        for task in tasks:
+            if task["id"] not in below:
+                _task_tree(task, by_id, children, shown, console, "    ")
+        for task in tasks:  # in a cycle of awaits, or below a task that was not described
+            if task["id"] not in shown:
+                _task_tree(task, by_id, children, shown, console, "    ")
+        unavailable = _mapping(loop.get("tasks")).get("$unavailable")
+        if unavailable is not None:
+            _print(console, (f"    tasks: {_text(unavailable)}", "dim"))
+        for cut in _items(loop.get("tasks")):
+            if isinstance(cut, dict) and "$cut" in cut:
+                _print(console, (f"    {_text(cut.get('detail'))}", "yellow"))
+
+
+def _awaited_tasks(task: dict[str, object]) -> list[object]:
+    awaits = _mapping(task.get("awaits"))
+    return _items(awaits.get("tasks")) if "tasks" in awaits else _items(awaits.get("task"))
+
+
+def _task_tree(
+    task: dict[str, object],
+    by_id: dict[object, dict[str, object]],
+    children: dict[object, list[object]],
+    shown: set[object],
+    console: Console,
+    indent: str,
+) -> None:
+    shown.add(task["id"])
+    chain = " > ".join(
+        f"{_text(f.get('function'))} ({os.path.basename(_text(f.get('file')))}:{_text(f.get('line'))})"
+        for f in map(_mapping, _items(task.get("frames")))
+    )
+    state = "running" if task.get("running") else _text(task.get("state"))
+    _print(console, indent, (_text(task.get("name")), "bold"), f" {state}", (f"  {chain}", "cyan"))
+    awaits = _mapping(task.get("awaits"))
+    if awaits:
+        _print(console, (f"{indent}  waits on {_awaits_text(awaits, by_id)}", "dim"))
+    exception = _mapping(task.get("exception"))
+    if exception:
+        _print(console, (f"{indent}  failed: {_text(exception.get('type'))}: {_text(exception.get('message'))}", "red"))
+    for child in children.get(task["id"], []):
+        if child in by_id and child not in shown:
+            _task_tree(by_id[child], by_id, children, shown, console, indent + "  | ")
+
+
+def _awaits_text(awaits: dict[str, object], by_id: dict[object, dict[str, object]]) -> str:
+    kind = _text(awaits.get("kind"))
+    if kind == "sleep":
+        due = awaits.get("due_in_seconds")
+        return f"sleep({_text(awaits.get('delay'))})" + (f", due in {due:.3f} s" if isinstance(due, float) else "")
+    if kind in ("task", "gather", "taskgroup"):
+        named = [_text(by_id.get(t, {}).get("name", t)) for t in _awaited_tasks({"awaits": awaits})]
+        return f"{kind} of {', '.join(named)}" if kind != "task" else f"task {', '.join(named)}"
+    details = [f"{key} {_text(value)}" for key, value in awaits.items() if key != "kind" and value is not None]
+    return f"{kind}: {', '.join(details)}" if details else kind
 
 
 def _frames(frames: object, console: Console, indent: str) -> None:

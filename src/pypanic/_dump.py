@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from . import _facts
+from . import _facts, _tasks
 from ._config import Settings
 from ._serialize import CUTS_ROOM, Budget, Serializer, describe_error, key_text
 from ._stacks import StackReader
@@ -46,6 +46,7 @@ PYPANIC_KEYS = (
     "panic.reason",
     "panic.exception",
     "panic.threads",
+    "panic.asyncio",
     "panic.python",
     "panic.process",
     "panic.resources",
@@ -99,6 +100,7 @@ def build(
     budget = Budget(settings.max_bytes - min(CUTS_ROOM, settings.max_bytes // 8), settings.max_seconds)
     is_secret = _facts.secret_matcher(settings.secret_words) if settings.redact else None
     stacks = StackReader(budget, with_locals=settings.locals, is_secret=is_secret or (lambda name: False))
+    stacks.refer = _tasks.reference_maker() or stacks.refer
     limits = {"depth": settings.max_depth, "items": settings.max_items, "string": settings.max_string}
     facts = Serializer(budget, **limits)
     init = registry.init
@@ -132,6 +134,7 @@ def build(
         fact("panic.reason", reason),
         fact("panic.exception", lambda: stacks.exception(exc)),
         fact("panic.threads", stacks.threads),
+        *([fact("panic.asyncio", loops)] if (loops := _tasks.describe(stacks)) is not None else []),
         fact("panic.python", _facts.interpreter),
         fact("panic.process", lambda: _facts.process(init.cwd)),
         fact("panic.resources", _facts.resources),

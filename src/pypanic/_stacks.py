@@ -58,6 +58,10 @@ class StackReader:
     def __init__(self, budget: Budget, *, with_locals: bool, is_secret: Callable[[str], bool]) -> None:
         self._locals = Serializer(budget, **LOCALS_LIMITS) if with_locals else None
         self._is_secret = is_secret
+        self.budget = budget
+        self.refer: Callable[[Any], Any] = lambda value: None
+        """A short record for a local that is described elsewhere in the dump (an event loop,
+        a task), or None to serialize it."""
 
     # -- frames -------------------------------------------------------------------------
 
@@ -88,8 +92,9 @@ class StackReader:
                 continue
             if self._is_secret(name):
                 out[name] = REDACTED
-            else:
-                out[name] = self._locals.to_data(value, f"{where}.{name}")
+                continue
+            reference = self.refer(value)
+            out[name] = reference if reference is not None else self._locals.to_data(value, f"{where}.{name}")
         return out
 
     def stack(self, innermost: types.FrameType | None, skip_own: bool = False) -> list[Any]:

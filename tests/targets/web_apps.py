@@ -1,7 +1,9 @@
 """Web applications for the server tests: ``wsgi`` for gunicorn's sync worker and ``asgi``
 for uvicorn's, each answering ``ok <pid>`` and stuck for good on ``/stuck`` (the sync
-worker sleeps; the ASGI app hogs its event loop with a blocking sleep)."""
+worker sleeps; the ASGI app hogs its event loop with a blocking sleep). The ASGI app's
+``/sleep`` awaits ``asyncio.sleep`` for an hour."""
 
+import asyncio
 import os
 import time
 
@@ -19,6 +21,10 @@ def wsgi(environ, start_response):
 async def asgi(scope, receive, send):
     if scope["type"] != "http":
         return
+    if scope["path"] == "/sleep":
+        sleep_id = 5
+        await asyncio.sleep(3600)
+        del sleep_id
     if scope["path"] == "/stuck":
         hog_id = 77
         time.sleep(3600)
