@@ -200,12 +200,19 @@ def _asyncio(state: object, console: Console) -> None:
         facts = [where if thread else "in no thread's stack", "running" if loop.get("running") else "not running"]
         count = loop.get("task_count")
         facts.append(f"{count} tasks" if isinstance(count, int) else "its tasks unknown")
-        _print(console, "  ", (_brief(loop.get("type", "loop"), 80), "bold cyan"), " " + ", ".join(facts))
+        kind = loop.get("type", "loop")
+        _print(
+            console,
+            "  ",
+            (_text(kind) if isinstance(kind, str) else _brief(kind, 80), "bold cyan"),
+            " " + ", ".join(facts),
+        )
         callback = loop.get("running_callback")
         if isinstance(callback, dict):
             now = _mapping(callback.get("now_in"))
             at = f", now at {_text(now.get('file'))}:{_text(now.get('line'))} in {_text(now.get('function'))}"
-            handle = _brief(callback.get("handle"), console.width)
+            handle = callback.get("handle")
+            handle = _text(handle) if isinstance(handle, str) else _brief(handle, console.width)
             _print(console, "    running callback ", (handle, "yellow"), at if now else "")
         elif callback is not None:
             _print(console, (f"    running callback: {_text(callback)}", "dim"))

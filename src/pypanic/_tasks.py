@@ -89,6 +89,8 @@ class _Reader:
         self.overtimes = 0
         self.names: dict[int, Any] = {}
         self.trusted: dict[type, bool] = {}
+        self.awaited: dict[int, Any] = {}
+        """The tasks awaited by those described so far, by id."""
         self.now: float | None = None
         """The time of the loop being described (``loop.time()``), for deadlines."""
         left = max(stacks.budget.deadline - time.monotonic(), 0.0)
@@ -192,11 +194,16 @@ class _Reader:
         tasks = self._ordered(tasks, current)
         described = []
         records = {}
+        self.awaited = {}
         for task in tasks[:MAX_TASKS]:
             if time.monotonic() > self.deadline:
                 break
             described.append(task)
             records[id(task)] = self._task(task, task is current)
+        finished = [t for key, t in list(self.awaited.items()) if key not in records]
+        for task in finished[: max(MAX_TASKS - len(described), 0)]:
+            described.append(task)
+            records[id(task)] = self._task(task, False)
         self._link(described, records)
         record: dict[str, Any] = {
             "id": hex(id(loop)),
@@ -339,7 +346,7 @@ class _Reader:
         if this is not None and where.endswith("taskgroups.py"):
             children = self._attribute(this, "_tasks")
             listed = list(children) if type(children) is set else []
-            return {"kind": "taskgroup", "tasks": [hex(id(t)) for t in listed[:MAX_LINKS]], "count": len(listed)}
+            return {"kind": "taskgroup", "tasks": self._refer(listed[:MAX_LINKS]), "count": len(listed)}
         if this is not None and where.endswith("streams.py"):
             transport = self._attribute(this, "_transport")
             ok, peer = self._guarded(transport.get_extra_info, "peername") if transport is not None else (False, None)
@@ -350,11 +357,19 @@ class _Reader:
         if target is None:
             return {"kind": "nothing", "detail": "suspended with nothing to wait for (about to be resumed)"}
         if self._is_task(target):
-            return {"kind": "task", "task": hex(id(target)), "name": self._name(target)}
+            return {"kind": "task", "task": self._refer([target])[0], "name": self._name(target)}
         children = self._attribute(target, "_children")
         if type(children) is list:
-            return {"kind": "gather", "tasks": [hex(id(t)) for t in children[:MAX_LINKS]], "count": len(children)}
+            return {"kind": "gather", "tasks": self._refer(children[:MAX_LINKS]), "count": len(children)}
         return {"kind": "future", "future": self._repr(target)}
+
+    def _refer(self, awaited: list[Any]) -> list[str]:
+        """The ids of tasks (or futures) an await waits for, each kept to be described too:
+        a finished one (done, failed, cancelled) is in no registry of pending tasks."""
+        for task in awaited:
+            if self._is_task(task):
+                self.awaited.setdefault(id(task), task)
+        return [hex(id(t)) for t in awaited]
 
     def _link(self, tasks: list[Any], records: dict[int, dict[str, Any]]) -> None:
         """Fill each record's ``awaited_by`` from the others' ``awaits``, and from 3.14's

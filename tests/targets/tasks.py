@@ -6,8 +6,9 @@ KIND is one of:
 
 - idle: the loop runs in the main thread and waits, with tasks awaiting a sleep
   (``sleeper``, local ``order_id``), a queue (``consumer``), a lock (``locker``), a gather of
-  two tasks (``gatherer``, children ``child-1`` and ``child-2``) and, from 3.11, a
-  TaskGroup (``grouped``, child ``tg-child``);
+  two tasks running ``child`` (``gatherer``), a gather of one that failed with a
+  ValueError and one asleep (``partly-failed``) and, from 3.11, a TaskGroup (``grouped``,
+  child ``tg-child``);
 - thread: the same, in a thread named ``loop-thread``, the main thread sleeping;
 - hog: the same, and a task ``hog`` that blocks the loop in ``time.sleep``;
 - many: 100,000 tasks asleep;
@@ -50,6 +51,14 @@ async def child(n):
 
 async def gatherer():
     await asyncio.gather(child(1), child(2))
+
+
+async def boom():
+    raise ValueError("bad order 42")
+
+
+async def partly_failed():
+    await asyncio.gather(boom(), child(4), return_exceptions=True)
 
 
 async def grouped():
@@ -96,6 +105,7 @@ async def main():
         asyncio.create_task(consumer(queue), name="consumer"),
         asyncio.create_task(locker(lock), name="locker"),
         asyncio.create_task(gatherer(), name="gatherer"),
+        asyncio.create_task(partly_failed(), name="partly-failed"),
     ]
     if sys.version_info >= (3, 11):
         tasks.append(asyncio.create_task(grouped(), name="grouped"))
