@@ -225,6 +225,12 @@ def _held_values(containers: list[Any]) -> tuple[int, list[list[Any]]] | None:
     columns: list[list[Any]] = []
     for kind, group in _by_type(containers):
         if kind is not dict:
+            # Sequences of one small length (pairs, rows): a column per position, which
+            # mostly holds one type and so is checked in one pass.
+            widths = set(map(len, group)) if len(group) > 1 else set()
+            if len(widths) == 1 and 0 < (width := widths.pop()) <= _RECORD_KEYS:
+                columns += [list(map(itemgetter(at), group)) for at in range(width)]
+                continue
             columns.append(list(chain.from_iterable(group)))
             continue
         if not set(map(type, chain.from_iterable(group))) <= {str}:
@@ -316,7 +322,7 @@ class Serializer:
         no code of the value's own.
         """
         allowance, deadline = self.budget.bytes_left, self._deadline
-        seen = {id(root)}
+        seen: set[int] = set()
         level: list[Any] = [root]
         size = 0
         while level:
@@ -328,38 +334,47 @@ class Serializer:
             below: list[Any] = []
             step = max(1, _SCAN_CHUNK // max(widest, 1))
             for start in range(0, len(level), step):
-                found = _held_values(level[start : start + step])
+                chunk = level[start : start + step]
+                found = _held_values(chunk)
                 if found is None:
                     return None
                 key_size, columns = found
                 size += key_size
+                held = len(below)
                 for values in columns:
                     for at in range(0, len(values), _SCAN_CHUNK):
                         if monotonic() > deadline:
                             self._out_of_time = True
                             return None
-                        grown = self._plain_values(values[at : at + _SCAN_CHUNK], depth + 1, seen, below)
+                        grown = self._plain_values(values[at : at + _SCAN_CHUNK], depth + 1, below)
                         if grown is None:
                             return None
                         size += grown
+                # Containers that hold containers must each occur once: sharing among them
+                # could grow the text exponentially, and a cycle passes through them. One
+                # that holds only scalars may occur many times: each time is counted above.
+                if len(below) > held:
+                    known = len(seen)
+                    seen.update(map(id, chunk))
+                    if len(seen) < known + len(chunk):
+                        return None  # a part is shared (or a cycle): the walk writes it where it occurs
                 if size > allowance or size > (deadline - monotonic()) * _FAST_BYTES_PER_SECOND:
                     return None  # too big for the fast path, in bytes or in the time left to write it
             level = below
             depth += 1
         return size
 
-    def _plain_values(self, values: list[Any], depth: int, seen: set[int], below: list[Any]) -> int | None:
+    def _plain_values(self, values: list[Any], depth: int, below: list[Any]) -> int | None:
         """An upper bound of the length of the text of ``values`` (found at ``depth``)
-        when each is of an exact JSON type within the limits, and each non-empty container
-        among them is seen for the first time (it is added to ``seen`` and ``below``); else
-        None."""
+        when each is of an exact JSON type within the limits (each non-empty container
+        among them is added to ``below``); else None."""
         size = 0
         for kind, group in _by_type(values):
             if kind is str:
-                lengths = list(map(len, group))
-                if max(lengths) > self.max_string:
+                total = sum(map(len, group))
+                if total > self.max_string and max(map(len, group)) > self.max_string:
                     return None
-                size += sum(lengths) + 2 * len(group)
+                size += total + 2 * len(group)
             elif kind is int:
                 if max(group) >= _FAST_INT or min(group) <= -_FAST_INT:
                     return None
@@ -375,10 +390,6 @@ class Serializer:
                     return None
                 filled = list(compress(group, group))
                 size += 2 * (len(group) - len(filled))
-                known = len(seen)
-                seen.update(map(id, filled))
-                if len(seen) < known + len(filled):
-                    return None  # a part is shared (or a cycle): the walk writes it where it occurs
                 below += filled
             else:
                 return None
