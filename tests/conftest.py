@@ -67,7 +67,11 @@ class Processes:
                 except ProcessLookupError:
                     pass
         for process in self.started:
-            process.communicate()
+            try:
+                process.communicate()
+            except ValueError:  # its pipes already read to the end and closed by the test
+                process.wait()
+        self.started.clear()
 
 
 @pytest.fixture
@@ -80,8 +84,9 @@ def processes() -> Iterator[Processes]:
 
 
 @pytest.fixture
-def workspace_for() -> Iterator[object]:
-    """``workspace_for(interpreter)``: a Workspace removed at teardown."""
+def workspace_for(processes: Processes) -> Iterator[object]:
+    """``workspace_for(interpreter)``: a Workspace removed at teardown, once every process
+    the test started is reaped (a target still writing in it would keep it from going)."""
     made: list[Workspace] = []
 
     def make(interpreter: Interpreter) -> Workspace:
@@ -91,6 +96,7 @@ def workspace_for() -> Iterator[object]:
         return space
 
     yield make
+    processes.reap()
     for space in made:
         space.remove()
 
