@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pypanic import __version__ as PYPANIC_VERSION
-from pypanic import _dump, _facts
+from pypanic import _dump, _facts, _tasks
 from pypanic._config import SECRET_WORDS
 from pypanic._stacks import REDACTED
 
@@ -124,7 +124,6 @@ NO_TASKS = (
     "a suspended task is on no thread's stack, so a read from outside cannot see it; a dump the process "
     "takes itself (ncore without --read-only) has every task"
 )
-_LOOP_FUNCTIONS = ("BaseEventLoop.run_forever", "run_forever", "Runner.run")
 
 
 def loops_seen(threads: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,17 +133,25 @@ def loops_seen(threads: list[dict[str, Any]]) -> list[dict[str, Any]]:
     loops = []
     for thread in threads:
         frames = thread.get("frames") or []
-        runs = [f for f in frames if f.get("function") in _LOOP_FUNCTIONS and "asyncio" in str(f.get("file"))]
+        loop_functions = (*_tasks.LOOP_FUNCTIONS, _tasks.RUNNER_FUNCTION)
+        runs = [f for f in frames if f.get("function") in loop_functions and "asyncio" in str(f.get("file"))]
         if not runs:
             continue
         handles = [
             f
             for f in frames
-            if f.get("function") in ("Handle._run", "_run") and str(f.get("file")).endswith("events.py")
+            if f.get("function") in _tasks.HANDLE_FUNCTIONS and str(f.get("file")).endswith("events.py")
         ]
         loop: dict[str, Any] = {
             "id": None,
-            "type": (runs[-1].get("locals") or {}).get("self"),
+            "type": next(
+                (
+                    (f.get("locals") or {}).get("self")
+                    for f in reversed(runs)
+                    if f.get("function") in _tasks.LOOP_FUNCTIONS
+                ),
+                None,
+            ),
             "thread": {"name": thread.get("name"), "ident": None, "native_id": thread.get("native_id")},
             "running": True,
             "closed": False,

@@ -111,8 +111,7 @@ class Result:
         started: float,
     ) -> None:
         self.pid = target.pid
-        self.nspid = list(target.pids) if len(target.pids) > 1 else None
-        """The pid in each PID namespace down to the process's own, when it is in a nested one."""
+        self.nspid = target.nspid
         self.path = path
         self.method = outcome.method
         self.injection = outcome.path
@@ -398,7 +397,7 @@ def _dump(
         params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
                   "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else _ACK_SECONDS),
                   "probe": "1" if request.probe else None,
-                  "pids": ",".join(map(str, target.pids)) if len(target.pids) > 1 else None}  # fmt: skip
+                  "pids": ",".join(map(str, target.nspid)) if target.nspid else None}  # fmt: skip
         params["pypanic"] = _carried_pypanic(target, private)
         private.write("params", encode_fields(params))
         with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:

@@ -66,7 +66,7 @@ def dump(request: Request, target: Target, started: float, output_dir: str | Non
     asked = {"id": ident, "keep_running": request.keep_running, "message": request.message,
              "directory": output_dir, "hold_seconds": 0 if request.keep_running else _HOLD_SECONDS,
              "by": os.getpid(),
-             "pids": list(target.pids) if len(target.pids) > 1 else None,
+             "pids": target.nspid,
              "expires": time.time() + max(started + request.timeout - time.monotonic(), 0)}  # fmt: skip
     data = json.dumps(asked).encode()
     if len(data) > ANSWER_AT - REQUEST_AT - 9:
@@ -81,12 +81,15 @@ def dump(request: Request, target: Target, started: float, output_dir: str | Non
             f"not allowed to open process {target.pid}'s pypanic mark ({path})",
             f"run ncore as the process's user (uid {target.uid}) or as root",
         ) from None
+    posted = False
     try:
         _post(fd, data, target, started + request.timeout)
+        posted = True
         os.kill(target.pid, number)
         answer = _wait(fd, target, request, started, ident, name)
-        os.pwrite(fd, b"\1", ACK_AT)
     finally:
+        if posted:  # read, or given up on: the next ncore need not wait for this one
+            os.pwrite(fd, b"\1", ACK_AT)
         os.close(fd)
     if answer.get("error") or not answer.get("path"):
         raise DumpFailed(

@@ -114,6 +114,11 @@ class Target:
         """When the process started (/proc/PID/stat), which tells it from a later one with its pid."""
 
     @property
+    def nspid(self) -> list[int] | None:
+        """``pids`` when the process is in a PID namespace below ncore's (a container), else None."""
+        return list(self.pids) if len(self.pids) > 1 else None
+
+    @property
     def version_text(self) -> str:
         return "unknown" if self.version is None else f"{self.version[0]}.{self.version[1]}"
 

@@ -45,7 +45,12 @@ MAX_LINKS = 100
 """Tasks named in one ``awaits`` or ``awaited_by`` list."""
 _TRUSTED_MODULES = ("_asyncio", "uvloop", "uvloop.loop")
 _C_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
-_LOOP_FRAMES = {"run_forever", "run_until_complete", "BaseEventLoop.run_forever", "BaseEventLoop.run_until_complete"}
+LOOP_FUNCTIONS = {"run_forever", "run_until_complete", "BaseEventLoop.run_forever", "BaseEventLoop.run_until_complete"}
+"""The functions (names before 3.11, qualified names since) whose ``self`` is a running loop."""
+RUNNER_FUNCTION = "Runner.run"
+"""asyncio.Runner's (3.11+), whose ``self._loop`` is the loop: uvloop's runs in C, with no frame of its own."""
+HANDLE_FUNCTIONS = ("Handle._run", "_run")
+"""asyncio's ``Handle._run`` (in events.py), whose ``self`` is the callback the loop is running."""
 _NO_LOOP_CALLBACK = "not known: the loop runs its callbacks in C (uvloop), with no frame to read"
 
 
@@ -87,6 +92,10 @@ class _Reader:
         self.asyncio = asyncio
         self.stacks = stacks
         self.overtimes = 0
+        self.frames: dict[int, types.FrameType] = {}
+        """Every thread's innermost frame, by ident."""
+        self.registered: list[Any] = []
+        """The tasks in asyncio's Python registries."""
         self.names: dict[int, Any] = {}
         self.trusted: dict[type, bool] = {}
         self.awaited: dict[int, Any] = {}
@@ -106,7 +115,7 @@ class _Reader:
         )
 
     def describe(self) -> dict[str, Any] | None:
-        frames = self.frames = sys._current_frames()
+        self.frames = frames = sys._current_frames()
         threads = dict(getattr(threading, "_active", {}))
         loops: dict[int, dict[str, Any]] = {}
         for ident, innermost in frames.items():
@@ -135,11 +144,11 @@ class _Reader:
         while frame is not None:
             code = frame.f_code
             name = getattr(code, "co_qualname", code.co_name)
-            if name in ("Handle._run", "_run") and handle is None and code.co_filename.endswith("events.py"):
+            if name in HANDLE_FUNCTIONS and handle is None and code.co_filename.endswith("events.py"):
                 handle = self._local(frame, "self")
-            elif name in _LOOP_FRAMES or name == "Runner.run":
+            elif name in LOOP_FUNCTIONS or name == RUNNER_FUNCTION:
                 owner = self._local(frame, "self")
-                loop = self._attribute(owner, "_loop") if name == "Runner.run" else owner
+                loop = self._attribute(owner, "_loop") if name == RUNNER_FUNCTION else owner
                 if loop is not None and self._is_loop(loop):
                     found.append((loop, handle))
                     handle = None

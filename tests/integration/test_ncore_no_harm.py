@@ -35,6 +35,25 @@ def private_directories(interpreter: Interpreter) -> set[Path]:
     return {*(p for p in tmp.glob("ncore.*") if p.is_dir()), *tmp.glob(".ncore-lock.*")}  # not dumps written there
 
 
+def still_working(interpreter: Interpreter, targets: dict, *args: str, gdb: str | None = None) -> list[str]:
+    """What is wrong with each target after the interrupts: a later snapshot (``ncore
+    --keep-running ARGS``) fails, a running target makes no progress, or a dump is not
+    complete strict JSON."""
+    wrong = []
+    for kind, (target, space) in targets.items():
+        progress = int((space.work / "progress").read_text()) if kind in RUNNING else 0
+        run = run_ncore("--keep-running", *args, "--timeout", "30", str(target.pid), gdb=gdb)
+        if run.returncode != 0:
+            wrong.append(f"{interpreter.name} {kind}: a dump after the interrupts failed: {run.stdout} {run.stderr}")
+        if kind in RUNNING:
+            time.sleep(0.3)
+            if int((space.work / "progress").read_text()) <= progress:
+                wrong.append(f"{interpreter.name} {kind}: the target made no progress after the interrupts")
+        for dump in space.dumps():
+            load_dump(str(dump))
+    return wrong
+
+
 def plans_for(interpreter: Interpreter) -> list[Plan]:
     """Every signal through ptrace for every kind of target, one through gdb, and every
     signal through remote exec where it serves (CPython 3.14+, a main thread at work)."""
@@ -69,17 +88,7 @@ def test_interrupting_ncore_never_harms_the_target(processes, workspace_for, int
     plans = plans_for(interpreter)
     for plan in plans:
         harmed += [f"{plan}: {problem}" for problem in interrupt(plan, targets[plan.kind][0], env)]
-    for kind, (target, space) in targets.items():
-        progress = int((space.work / "progress").read_text()) if kind in RUNNING else 0
-        run = run_ncore("--keep-running", "--timeout", "30", str(target.pid), gdb=env["NCORE_GDB"])
-        if run.returncode != 0:
-            harmed.append(f"{interpreter.name} {kind}: a dump after the interrupts failed: {run.stdout} {run.stderr}")
-        if kind in RUNNING:
-            time.sleep(0.3)
-            if int((space.work / "progress").read_text()) <= progress:
-                harmed.append(f"{interpreter.name} {kind}: the target made no progress after the interrupts")
-        for dump in space.dumps():
-            load_dump(str(dump))  # each complete, strict JSON
+    harmed += still_working(interpreter, targets, gdb=env["NCORE_GDB"])
     assert not harmed, f"{len(harmed)} of {len(plans)} interrupts harmed the target:\n" + "\n".join(harmed)
     if not private_directories(interpreter) <= before:
         # One an ncore killed while making it is swept only once it is surely abandoned.
@@ -119,17 +128,7 @@ def test_interrupting_ncore_by_signal_never_harms_the_target(processes, workspac
             out, err = child.communicate(timeout=120)
             if child.returncode != 0:
                 harmed.append(f"pair {n}: exit {child.returncode}: {out} {err}")
-    for kind, (target, space) in targets.items():
-        progress = int((space.work / "progress").read_text()) if kind in RUNNING else 0
-        run = run_ncore("--keep-running", "--method", "signal", "--timeout", "30", str(target.pid))
-        if run.returncode != 0:
-            harmed.append(f"{interpreter.name} {kind}: a dump after the interrupts failed: {run.stdout} {run.stderr}")
-        if kind in RUNNING:
-            time.sleep(0.3)
-            if int((space.work / "progress").read_text()) <= progress:
-                harmed.append(f"{interpreter.name} {kind}: the target made no progress after the interrupts")
-        for dump in space.dumps():
-            load_dump(str(dump))
+    harmed += still_working(interpreter, targets, "--method", "signal")
     assert not harmed, f"{len(harmed)} of {len(plans)} interrupts or pairs harmed the target:\n" + "\n".join(harmed)
 
 
