@@ -91,10 +91,12 @@ LISTEN = {"PYPANIC_SIGNAL": "SIGRTMIN+3"}
 """What a target of the signal method has in its environment."""
 
 
-def start_target(interpreter: Interpreter, kind: str, space: Workspace, listen: bool = False) -> subprocess.Popen[str]:
+def start_target(
+    interpreter: Interpreter, kind: str, space: Workspace, listen: bool = False, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """A service.py target whose dump is slowed a little, ready (it printed ``ready``);
-    listening for a dump signal when ``listen``."""
-    env = {"SERVICE_SLOW_DUMP": str(SLOW_DUMP_SECONDS), **(LISTEN if listen else {})}
+    listening for a dump signal when ``listen``; ``env`` adds to its environment."""
+    env = {"SERVICE_SLOW_DUMP": str(SLOW_DUMP_SECONDS), **(LISTEN if listen else {}), **(env or {})}
     stderr = open(space.host / "stderr", "w")  # noqa: SIM115 - it lives as long as the target
     process = subprocess.Popen(
         space.command("service.py", kind, env=env), stdout=subprocess.PIPE, stderr=stderr, text=True,

@@ -28,7 +28,7 @@ def test_import_loads_nothing_heavy():
 def test_enabling_panics_preloads_the_dump_machinery_but_not_asyncio():
     """enable_panic_on_crash loads what a crash needs, so a crash need not import."""
     after = loaded_after("import pypanic; pypanic.enable_panic_on_crash()")
-    assert {"pypanic._dump", "pypanic._facts", "json", "traceback"} <= after
+    assert {"pypanic._dump", "pypanic._facts", "pypanic._stacks", "pypanic._source"} <= after
     assert "asyncio" not in after
 
 

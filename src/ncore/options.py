@@ -66,6 +66,13 @@ DUMP_OPTIONS = (
         default=False,
     ),
     Option(
+        ("--in-place",),
+        "in_place",
+        "flag",
+        "With --keep-running: write the snapshot from the process itself, not from a forked copy of it (see README).",
+        default=False,
+    ),
+    Option(
         ("--timeout",),
         "timeout",
         "float",
@@ -170,9 +177,12 @@ def request(values: dict[str, object]) -> Request:
         raise BadUsage(f"{target} is not a process id")
     if values["read_only"] and (values["method"] != "auto" or values["mode"] != "auto"):
         raise BadUsage("--read-only runs no code in the process: leave out --method and --mode")
+    if values["in_place"] and not values["keep_running"]:
+        raise BadUsage("--in-place is for snapshots: add --keep-running (a panic is always written in place)")
     return Request(
         target,
         keep_running=bool(values["keep_running"]),
+        in_place=bool(values["in_place"]),
         message=str(values["message"]),
         output_dir=values["output_dir"] if isinstance(values["output_dir"], str) else None,
         timeout=float(values["timeout"]),  # type: ignore[arg-type]

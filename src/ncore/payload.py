@@ -9,7 +9,7 @@ atomically), the handshake ncore waits for, and returns once ncore acknowledges 
 These files hold fields in the format of ``encode_fields``, which ncore imports from here
 (parsing them needs no json, whose import costs ncore more time than the rest of its
 start; for the same reason the importlib machinery the payload needs is imported where
-it is used).
+it is used, and ``importlib.util``, which imports ``typing`` and ``re`` before 3.10, is not).
 
 The payload holds the directory's lock while it runs, and removes the directory itself
 when it finds that ncore is gone (ncore.private). Its waits sleep in select, not
@@ -130,14 +130,28 @@ def _panic_module(name: str) -> ModuleType | None:
     return module if getattr(module, "NCORE_PROTOCOL", 0) == PROTOCOL else None
 
 
+def _importable(name: str) -> bool:
+    """Whether ``import name`` would find a module, asking the finders as importlib.util.find_spec does."""
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        try:
+            if find is not None and find(name, None) is not None:
+                return True
+        except Exception:
+            continue
+    return False
+
+
 def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType, str]:
-    import importlib.util
+    import importlib
+    import importlib._bootstrap  # what importlib.util's module_from_spec and spec_from_file_location are
+    import importlib._bootstrap_external
 
     if "pypanic" in sys.modules:
         found = _panic_module("pypanic")
         if found is not None:
             return found, "target"
-    elif importlib.util.find_spec("pypanic") is not None:
+    elif _importable("pypanic"):
         found = _panic_module("pypanic")
         if found is not None:
             return found, "importable"
@@ -148,11 +162,11 @@ def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType, str]:
             del sys.modules[name]
     if CARRIED_NAME not in sys.modules:
         package = carried
-        spec = importlib.util.spec_from_file_location(
+        spec = importlib._bootstrap_external.spec_from_file_location(
             CARRIED_NAME, os.path.join(package, "__init__.py"), submodule_search_locations=[package]
         )
         assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
+        module = importlib._bootstrap.module_from_spec(spec)
         sys.modules[CARRIED_NAME] = module
         try:
             spec.loader.exec_module(module)
@@ -168,12 +182,7 @@ def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType, str]:
 def _probe(dump_directory: str | None) -> dict[str, str | None]:
     """What ``ncore doctor --probe`` asks: which pypanic a dump would use and whether the
     dump's directory is writable; loads nothing."""
-    import importlib.util
-
-    if "pypanic" in sys.modules:
-        pypanic = "target"
-    else:
-        pypanic = "importable" if importlib.util.find_spec("pypanic") is not None else "carried"
+    pypanic = "target" if "pypanic" in sys.modules else "importable" if _importable("pypanic") else "carried"
     where = dump_directory or os.getcwd()
     return {"pypanic": pypanic, "directory": where, "writable": "1" if os.access(where, os.W_OK) else "0"}
 
@@ -184,8 +193,10 @@ def run(directory: str) -> None:
     params: ``message``, ``keep_running`` (``1`` or ``0``), ``directory`` (absent: the
     working directory), ``hold_seconds`` (how long to wait for ``ack``), ``pypanic`` (the
     directory of the pypanic ncore carries; absent: ``pypanic`` beside this file), ``probe``
-    (``1``: answer ``_probe``'s facts, take no dump), ``pids`` (the target's pids from ncore's
-    PID namespace down to its own, comma-separated, when they differ). started: ``seconds``, the dump's time
+    (``1``: answer ``_probe``'s facts, take no dump), ``background`` (``1``: a snapshot is
+    written by a forked writer, which answers; ``writer`` then holds its ``pid``), ``pids``
+    (the target's pids from ncore's PID namespace down to its own, comma-separated, when
+    they differ). started: ``seconds``, the dump's time
     budget. result: ``path`` or ``error``, and ``pypanic`` (which copy took the dump:
     target, importable or carried).
     """
@@ -213,6 +224,13 @@ def run(directory: str) -> None:
             _wait_for_ack(directory, hold_seconds, lock)
 
         pids = [int(p) for p in params["pids"].split(",")] if params.get("pids") else None
+        in_background = getattr(panic_module, "dump_in_background", None)
+        if keep_running and params.get("background") == "1" and in_background is not None:
+            writer = in_background(params["message"], directory=params.get("directory"), report=report, pids=pids,
+                                   keep=(lock,))  # fmt: skip
+            if writer is not None:
+                _answer(directory, {"pid": str(writer)}, "writer")
+            return
         take = panic_module.dump if keep_running else panic_module.panic
         take(params["message"], None, directory=params.get("directory"), report=report, pids=pids)
     except BaseException as e:

@@ -68,6 +68,7 @@ class Request:
         self,
         pid: int,
         keep_running: bool = False,
+        in_place: bool = False,
         message: str = DEFAULT_MESSAGE,
         output_dir: str | None = None,
         timeout: float = 10.0,
@@ -81,6 +82,8 @@ class Request:
     ) -> None:
         self.pid = pid
         self.keep_running = keep_running
+        self.in_place = in_place
+        """Write a snapshot from the process itself, not from a forked writer (pypanic._background)."""
         self.message = message
         self.output_dir = output_dir
         self.timeout = timeout
@@ -132,11 +135,13 @@ class Result:
         """Why the dump was read from outside the process instead of written by it (None: it was not)."""
         self.passed_over = ""
         """Why a dump ncore wrote itself did not go to the directories before its own."""
+        self.writer: int | None = None
+        """The pid of the forked copy of the process that wrote its snapshot (None: written in place)."""
 
     def record(self) -> dict[str, object]:
         """The result as ``--json`` prints it."""
         fields = ("pid", "nspid", "path", "method", "injection", "why", "skipped", "pypanic", "target_exited",
-                  "elapsed_seconds", "stopped_seconds", "python", "fell_back_from", "read_only")  # fmt: skip
+                  "elapsed_seconds", "stopped_seconds", "python", "fell_back_from", "read_only", "writer")  # fmt: skip
         return {"status": "dumped", **{name: getattr(self, name) for name in fields}}
 
 
@@ -256,6 +261,9 @@ class Handshake:
         """Why ncore stopped waiting: ``late`` or ``interrupted`` (the request was withdrawn
         before the target took it) or ``overdue`` (the dump outlived its budget)."""
         self.acknowledged = False
+        self.writer_lost: str | None = None
+        """Why a snapshot's forked writer ended without answering (killed, out of memory)."""
+        self._writer: int | None = None
 
     def poll(self) -> bool:
         """Whether the payload has answered; notes that it has claimed the request."""
@@ -269,6 +277,14 @@ class Handshake:
                 self.budget = float(decode_fields(started).get("seconds", _BUDGET_SECONDS))
         data = self.private.read("result")
         if data is None:
+            if self._writer_gone():
+                data = self.private.read("result")
+                if data is None:
+                    self.writer_lost = (
+                        f"its snapshot's writer (process {self.writer()}, a fork of it) ended without writing the dump"
+                    )
+                    self.answer = {"error": self.writer_lost}
+                    return True
             return False
         answer = decode_fields(data)
         inside = answer.get("path")
@@ -276,6 +292,26 @@ class Handshake:
             self.path = _copy_out(self.target, inside) if self.copy_out else self.target.host_path(inside)
         self.answer = answer
         return True
+
+    def writer(self) -> int | None:
+        """The pid of the snapshot's forked writer, as the payload named it (None: written in place)."""
+        if self._writer is None:
+            data = self.private.read("writer")
+            pid = int(decode_fields(data).get("pid", "0")) if data else 0
+            self._writer = pid if pid > 0 else None
+        return self._writer
+
+    def _writer_gone(self) -> bool:
+        """Whether the forked writer has ended; never when it is in another PID namespace,
+        whose pids ncore cannot look up (the dump's budget bounds that wait)."""
+        pid = self.writer()
+        if pid is None or self.target.nspid:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except OSError:
+            return True
 
     def acknowledge(self) -> None:
         if not self.acknowledged:
@@ -330,7 +366,14 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
         progress("inspected")
         _stop_if_asked(request.pid, "before ncore touched it")
         try:
-            return _dump(request, target, place, method, skipped, output_dir, started, progress)
+            try:
+                return _dump(request, target, place, method, skipped, output_dir, started, progress)
+            except WriterLost as e:
+                progress("in place")
+                request.in_place = True
+                result = _dump(request, target, place, method, skipped, output_dir, started, progress)
+                result.skipped.append(f"forked writer: {e.message}")
+                return result
         except PermissionDenied as e:
             from . import signaled
 
@@ -395,6 +438,7 @@ def _dump(
     try:
         copy_out = not request.keep_running and not target.same_mount_namespace
         params = {"message": request.message, "keep_running": "1" if request.keep_running else "0",
+                  "background": "1" if request.keep_running and not request.in_place else "0",
                   "directory": output_dir, "hold_seconds": str(_HOLD_SECONDS if copy_out else _ACK_SECONDS),
                   "probe": "1" if request.probe else None,
                   "pids": ",".join(map(str, target.nspid)) if target.nspid else None}  # fmt: skip
@@ -456,7 +500,7 @@ def _wait_for_earlier_dumps(place: Place, target: Target, deadline: float) -> No
 def _inject(method: Method, target: Target, injection: Injection, handshake: Handshake) -> Outcome:
     """Run the method in a thread, so that a payload running inside the method's call (a
     direct call) can be answered, acknowledged or given up on meanwhile."""
-    injection.answered = lambda: handshake.answer is not None
+    injection.answered = lambda: handshake.answer is not None or handshake.private.exists("writer")
     injection.wanted = lambda: handshake.gave_up is None
     injection.acknowledge = handshake.acknowledge
     box: dict[str, object] = {}
@@ -549,6 +593,11 @@ class NeverStarted(TimedOut):
         """What the main thread was doing, as ``ThreadState.describe`` says."""
 
 
+class WriterLost(DumpFailed):
+    """A snapshot's forked writer ended without writing the dump (killed by an operator, by
+    the OOM killer, or at its time limit): take_dump then asks for one written in place."""
+
+
 def _result(
     request: Request,
     target: Target,
@@ -566,6 +615,8 @@ def _result(
         result.facts = answer
         return result
     error = answer.get("error")
+    if handshake.writer_lost is not None:
+        raise WriterLost(f"process {target.pid}: {handshake.writer_lost}", "ncore takes the snapshot in place instead")
     if error is not None and error.startswith("NestedPanic"):
         raise DumpFailed(
             f"process {target.pid} was already writing a dump on its main thread, and the one asked for came "
@@ -579,6 +630,7 @@ def _result(
         )
     exited = False if request.keep_running else wait_for_exit(target, until=time.monotonic() + 2)
     result = Result(target, handshake.path, outcome, skipped, answer.get("pypanic", "?"), exited, started)
+    result.writer = handshake.writer()
     if output_dir is not None and os.path.dirname(answer.get("path", "")) != output_dir:
         result.fell_back_from = request.output_dir
     elif output_dir is None:

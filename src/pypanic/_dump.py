@@ -1,21 +1,20 @@
 """Builds a dump (the original's keys, the registered state, pypanic's own keys) and
 writes it atomically as ``ncore.<pid>``.
 
-The file is written as a temporary file created exclusively (mode 0600, links not
-followed) in the target directory, synced, then linked to its final name, which is
-never overwritten: ``ncore.<pid>.<n>`` when ``ncore.<pid>`` is taken. A partial file
-never carries the final name.
+The file is written unnamed (O_TMPFILE, mode 0600) in the target directory, or where
+that cannot be as a temporary file created exclusively (links not followed), synced,
+then linked to its final name, which is never overwritten: ``ncore.<pid>.<n>`` when
+``ncore.<pid>`` is taken. A partial file never carries the final name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from . import _facts, _tasks
 from ._config import Settings
-from ._serialize import CUTS_ROOM, Budget, Serializer, describe_error, key_text
+from ._serialize import CUTS_ROOM, Budget, Serializer, describe_error, json_text, key_text
 from ._stacks import StackReader
 
 TYPE_CHECKING = False
@@ -79,7 +78,38 @@ class DumpFailed(OSError):
     """No directory would take the dump; the message says what each one answered."""
 
 
-def build(
+class Started:
+    """A dump whose own keys are computed; ``finish`` adds the registered values, which
+    need nothing but the objects themselves (a forked writer can do it)."""
+
+    def __init__(self, own: list[tuple[str, str]], values: list[tuple[Any, Any]], budget: Budget, state: Serializer):
+        self.own = own
+        self.values = values
+        self.budget = budget
+        self.state = state
+
+    def finish(self) -> list[tuple[str, str]]:
+        """Every entry of the dump. Each registered value may take what is left but a little
+        for each value still to come (at most half), so that a huge one does not leave the
+        rest as bare markers; one that fails becomes a marker and the rest are written."""
+        budget, registered = self.budget, []
+        for i, (key, value) in enumerate(self.values):
+            name = key_text(key)
+            if name in PYPANIC_KEYS:
+                name = f"registered:{name}"
+            budget.bytes_left -= len(name) + _LINE_OVERHEAD
+            later = len(self.values) - i - 1
+            held_bytes = min(later * RESERVED_BYTES, max(budget.bytes_left, 0) // 2)
+            seconds = budget.deadline - time.monotonic()
+            budget.bytes_left -= held_bytes
+            text = self.state.encode(value, name, seconds=seconds - min(later * RESERVED_SECONDS, seconds / 2))
+            budget.bytes_left += held_bytes
+            registered.append((name, text))
+        cuts = ("dbg.cuts", json_text({"count": budget.cut_count, "first": budget.cuts}))
+        return layout(dict([*self.own, cuts]), registered)
+
+
+def begin(
     registry: Registry,
     settings: Settings,
     reason: str,
@@ -88,14 +118,13 @@ def build(
     now: float,
     version: str,
     pids: list[int] | None = None,
-) -> list[tuple[str, str]]:
-    """The dump as ``(key, JSON text)`` pairs, in the order they are written.
+) -> Started:
+    """pypanic's own keys, and the registered values as they are now (not yet written).
 
-    pypanic's own keys are computed first: they are small and they are what the operator
-    needs most, so no registered value may starve them of bytes or time. The registered
-    values get what is left, each on its own, so that one that fails becomes a marker
-    and the rest are written. Room for the list of cuts is kept from the start. ``pids``
-    (from ncore) are the process's pids from ncore's PID namespace down to its own.
+    The own keys are computed first: they are small and they are what the operator needs
+    most, so no registered value may starve them of bytes or time; room for the list of
+    cuts is kept from the start. ``pids`` (from ncore) are the process's pids from ncore's
+    PID namespace down to its own.
     """
     budget = Budget(settings.max_bytes - min(CUTS_ROOM, settings.max_bytes // 8), settings.max_seconds)
     is_secret = _facts.secret_matcher(settings.secret_words) if settings.redact else None
@@ -142,25 +171,7 @@ def build(
         fact("dbg.pypanic-version", version),
         fact("dbg.warnings", settings.warnings),
     ]
-    state = Serializer(budget, **limits)
-    registered = []
-    values = list(registry.snapshot().items())
-    for i, (key, value) in enumerate(values):
-        name = key_text(key)
-        if name in PYPANIC_KEYS:
-            name = f"registered:{name}"
-        budget.bytes_left -= len(name) + _LINE_OVERHEAD
-        # Each value may take what is left but a little for each value still to come
-        # (at most half), so that a huge one does not leave the rest as bare markers.
-        later = len(values) - i - 1
-        held_bytes = min(later * RESERVED_BYTES, max(budget.bytes_left, 0) // 2)
-        seconds = budget.deadline - time.monotonic()
-        budget.bytes_left -= held_bytes
-        text = state.encode(value, name, seconds=seconds - min(later * RESERVED_SECONDS, seconds / 2))
-        budget.bytes_left += held_bytes
-        registered.append((name, text))
-    own.append(("dbg.cuts", json.dumps({"count": budget.cut_count, "first": budget.cuts}, ensure_ascii=False)))
-    return layout(dict(own), registered)
+    return Started(own, list(registry.snapshot().items()), budget, Serializer(budget, **limits))
 
 
 def layout(own: dict[str, str], registered: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -175,7 +186,7 @@ def _chunks(entries: list[tuple[str, str]]) -> Iterator[bytes]:
     yield b"{\n"
     last = len(entries) - 1
     for i, (key, text) in enumerate(entries):
-        line = f"{json.dumps(key, ensure_ascii=False)}: {text}{'' if i == last else ','}\n"
+        line = f"{json_text(key)}: {text}{'' if i == last else ','}\n"
         yield line.encode("utf-8", "backslashreplace")
     yield b"}\n"
 
@@ -213,23 +224,69 @@ def final_path(directory: str, pid: int) -> str:
 
 def write(entries: list[tuple[str, str]], directory: str, pid: int, owner: tuple[int, int] | None = None) -> str:
     """Write the dump into ``directory`` atomically and return its final path; ``owner``
-    (uid, gid) gives the file to the process it describes when someone else writes it."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    (uid, gid) gives the file to the process it describes when someone else writes it.
+
+    The file is written unnamed (O_TMPFILE) and linked to its name once complete, so that a
+    writer killed midway leaves nothing behind; where the file system or a missing /proc
+    does not allow that, it is written under a temporary name, removed afterwards."""
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        unnamed = _unnamed_file(dir_fd)
+        if unnamed is not None:
+            try:
+                _fill(unnamed, entries, owner)
+                source = f"/proc/self/fd/{unnamed}"
+                path = _publish(lambda name: os.link(source, name, dst_dir_fd=dir_fd), None, directory, pid)
+                os.fsync(dir_fd)
+                return path
+            except (FileNotFoundError, PermissionError):
+                pass  # no /proc to link it from, or no hard links here: write it again by name
+            finally:
+                os.close(unnamed)
+        return _write_named(entries, directory, dir_fd, pid, owner)
+    finally:
+        os.close(dir_fd)
+
+
+def _unnamed_file(dir_fd: int) -> int | None:
+    flags = getattr(os, "O_TMPFILE", 0)
+    if not flags:
+        return None
+    try:
+        return os.open(".", flags | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    except OSError:
+        return None  # the file system cannot (EOPNOTSUPP), or an old kernel (EISDIR)
+
+
+def _fill(fd: int, entries: list[tuple[str, str]], owner: tuple[int, int] | None) -> None:
+    if owner is not None and owner != (os.geteuid(), os.getegid()):
+        os.fchown(fd, *owner)
+    for chunk in _chunks(entries):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
+def _write_named(
+    entries: list[tuple[str, str]], directory: str, dir_fd: int, pid: int, owner: tuple[int, int] | None
+) -> str:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     temporary = f".ncore.{pid}.{os.urandom(6).hex()}.tmp"
     try:
         fd = os.open(temporary, flags, 0o600, dir_fd=dir_fd)
         try:
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                os.fchown(fd, *owner)
-            for chunk in _chunks(entries):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            _fill(fd, entries, owner)
         finally:
             os.close(fd)
-        path = _publish(temporary, directory, dir_fd, pid)
+        path = _publish(
+            lambda name: os.link(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd),
+            # File systems without hard links (vfat, some FUSE): rename, after the check
+            # final_path just made.
+            lambda name: os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd),
+            directory,
+            pid,
+        )
         os.fsync(dir_fd)
         return path
     finally:
@@ -237,23 +294,23 @@ def write(entries: list[tuple[str, str]], directory: str, pid: int, owner: tuple
             os.unlink(temporary, dir_fd=dir_fd)
         except OSError:
             pass
-        os.close(dir_fd)
 
 
-def _publish(temporary: str, directory: str, dir_fd: int, pid: int) -> str:
-    """Give the written file its final name without ever replacing an existing file."""
+def _publish(link: Callable[[str], None], rename: Callable[[str], None] | None, directory: str, pid: int) -> str:
+    """Give the written file its final name without ever replacing an existing file:
+    ``link(name)``, or where hard links are refused ``rename(name)`` (None: refuse too)."""
     for _ in range(1000):
         path = final_path(directory, pid)
         name = os.path.basename(path)
         try:
-            os.link(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            link(name)
             return path
         except FileExistsError:
             continue
         except PermissionError:
-            # File systems without hard links (vfat, some FUSE): rename, after the check
-            # final_path just made.
-            os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if rename is None:
+                raise
+            rename(name)
             return path
     raise FileExistsError(f"no free ncore.{pid}.<n> name in {directory}")
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
+from _thread import get_ident
 
-from . import _config, _dump
+from . import _background, _config, _dump
 from ._log import StderrLog
 from ._registry import Registry, shared
-from ._serialize import call_guarded, describe_error, plain_text
+from ._serialize import call_guarded, describe_error, larger_than, plain_text
 from ._stacks import error_text, traceback_of_caller
 
 TYPE_CHECKING = False
@@ -30,7 +30,13 @@ VERSION = "0.1.0"
 
 NCORE_PROTOCOL = 3
 """The interface ncore's payload relies on: ``panic`` and ``dump`` take ``report`` and
-``pids``, and ``time_budget`` says how long a dump may take."""
+``pids``, and ``time_budget`` says how long a dump may take. ``dump_in_background``, when
+a pypanic has it, takes a snapshot the same way."""
+
+
+IN_PLACE_ITEMS = 20_000
+"""Registered state of at most this many elements is written in place even when a forked
+writer is asked for: it takes a few milliseconds, less than the forks would."""
 
 
 class Panic(Exception):
@@ -61,28 +67,34 @@ def _as_exception(message: str, err: object) -> BaseException:
     return exc
 
 
-def _write(
+def _begin(
     registry: Registry,
     settings: _config.Settings,
     label: str,
     headline: str,
     reason: str,
     exc: BaseException,
-    directory: str | None,
     pids: list[int] | None,
-) -> str:
-    """Log, build and write one dump; ``headline`` goes into the first log line (in
-    node-panic's words), ``reason`` into ``panic.reason``."""
-    level, noun = ("CRIT", "core dump") if label == "PANIC" else ("INFO", "dump")
-    log = StderrLog()
-    now = time.time()
+) -> _dump.Started:
+    """Log a dump's first line and compute its own keys; ``headline`` goes into the log
+    line (in node-panic's words), ``reason`` into ``panic.reason``."""
     error = error_text(exc)
-    log(level, f"{label}: {headline}: {error}")
-    entries = _dump.build(registry, settings, reason, exc, error, now, VERSION, pids)
-    path, passed_over = _dump.write_anywhere(entries, _dump.candidate_directories(settings, directory), os.getpid())
+    StderrLog()(_LEVELS[label], f"{label}: {headline}: {error}")
+    return _dump.begin(registry, settings, reason, exc, error, time.time(), VERSION, pids)
+
+
+def _finish(started: _dump.Started, settings: _config.Settings, label: str, directory: str | None, pid: int) -> str:
+    """Write the dump of process ``pid`` (this one, or the one a writer was forked from)."""
+    level, noun = _LEVELS[label], "core dump" if label == "PANIC" else "dump"
+    entries = started.finish()
+    path, passed_over = _dump.write_anywhere(entries, _dump.candidate_directories(settings, directory), pid)
+    log = StderrLog()
     log(level, f"writing {noun} to {path}" + (f" ({passed_over})" if passed_over else ""))
     log(level, f"finished writing {noun}")
     return path
+
+
+_LEVELS = {"PANIC": "CRIT", "DUMP": "INFO"}
 
 
 def time_budget() -> float:
@@ -94,7 +106,7 @@ def time_budget() -> float:
 def _enter(what: str) -> tuple[Registry, int]:
     """The registry and this thread's ident; NestedPanic when this thread is already dumping."""
     registry = shared()
-    me = threading.get_ident()
+    me = get_ident()
     if registry.guard.owner == me or me in registry.guard.dumping:
         raise NestedPanic(f"{what}() was called while this thread was writing a dump")
     return registry, me
@@ -126,7 +138,8 @@ def panic(
     try:
         settings = _config.resolve(registry)
         status, abort = settings.exit_status, settings.abort
-        path = _write(registry, settings, "PANIC", headline, reason or headline, exc, directory, pids)
+        started = _begin(registry, settings, "PANIC", headline, reason or headline, exc, pids)
+        path = _finish(started, settings, "PANIC", directory, os.getpid())
         if report is not None:
             report(path, None)
     except BaseException as e:
@@ -158,7 +171,9 @@ def dump(
     reason = "snapshot" if err is None else message
     registry.guard.dumping.add(me)
     try:
-        path = _write(registry, _config.resolve(registry), "DUMP", reason, reason, exc, directory, pids)
+        settings = _config.resolve(registry)
+        started = _begin(registry, settings, "DUMP", reason, reason, exc, pids)
+        path = _finish(started, settings, "DUMP", directory, os.getpid())
     except BaseException as e:
         if report is not None:
             report(None, describe_error(e))
@@ -168,3 +183,46 @@ def dump(
     if report is not None:
         report(path, None)
     return path
+
+
+def dump_in_background(
+    message: str,
+    *,
+    directory: str | None = None,
+    report: Report,
+    pids: list[int] | None = None,
+    keep: tuple[int, ...] = (),
+) -> int | None:
+    """A snapshot whose registered values are written by a forked writer (``_background``):
+    this thread computes pypanic's own keys (the stacks, with their locals), forks, and
+    returns the writer's pid (0: not known); the writer writes the file and calls
+    ``report``, keeping the descriptors in ``keep`` open for it. None when no writer could
+    be forked (a limit on processes, say) or the registered state is small enough to write
+    at once (IN_PLACE_ITEMS): the dump was then written in place. The process's other
+    threads wait only while the own keys are computed and the process forks (BENCHMARKS.md)."""
+    registry, me = _enter("dump")
+    exc = _as_exception(message, None)
+    registry.guard.dumping.add(me)
+    try:
+        settings = _config.resolve(registry)
+        started = _begin(registry, settings, "DUMP", "snapshot", "snapshot", exc, pids)
+        pid = os.getpid()
+
+        def write() -> None:
+            try:
+                path = _finish(started, settings, "DUMP", directory, pid)
+            except BaseException as e:
+                report(None, describe_error(e))
+                raise
+            report(path, None)
+
+        seconds = settings.max_seconds + _dump.WRITE_MARGIN_SECONDS
+        if not larger_than((value for _, value in started.values), IN_PLACE_ITEMS):
+            write()
+            return None
+        writer = _background.fork_writer(write, seconds, keep)
+        if writer is None:
+            write()
+        return writer
+    finally:
+        registry.guard.dumping.discard(me)

@@ -3,8 +3,8 @@
 Every value is walked. A dict, list or tuple found on the way is first scanned, without
 running any code of its own: when it is a tree (no part shared, no cycle) of exact
 built-in JSON types (dicts with string keys, lists, tuples, strings, finite floats,
-integers, booleans, None) within every limit, the C encoder of the ``json`` module writes
-it as it is: the fast path. Everything else is walked further: cycles become a
+integers, booleans, None) within every limit, the C encoder behind the ``json`` module
+writes it as it is: the fast path. Everything else is walked further: cycles become a
 ``{"$cycle": ...}`` marker, other types a ``{"$type": ...}`` record, subclasses of
 built-in types are read through their base type, user code (``__repr__``, ``__str__``,
 ``__pypanic__``, attribute reads) runs only under a time limit and a failure becomes an
@@ -14,10 +14,12 @@ marker in place and an entry in the budget's list of cuts.
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import types
+
+# The C encoder itself: the `json` package imports `re`, 10 to 20 ms in a process that has
+# not, spent with the GIL held before a dump writes anything.
+from _json import encode_basestring, make_encoder
 from itertools import chain, compress, islice, repeat
 from operator import is_, itemgetter, mul
 from time import monotonic
@@ -82,11 +84,28 @@ _STRING_VALUE_TYPES = frozenset(
 
 _ISO_TYPES = frozenset({"datetime.datetime", "datetime.date", "datetime.time"})
 
-_QUOTED = json.encoder.encode_basestring
+_QUOTED: Callable[[str], str] = encode_basestring
 """A string as the encoder writes it (ensure_ascii off): quoted, control characters escaped."""
-_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
-"""Cycles never reach the encoder: the walk turns them into markers, the scan refuses
-them (one made meanwhile by another thread ends in RecursionError)."""
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON type")
+
+
+# Arguments: markers (None: no cycle check), default, string encoder, indent, key and item
+# separators, sort_keys, skipkeys, allow_nan; as json.JSONEncoder passes them.
+_CHUNKS = make_encoder(None, _refuse, encode_basestring, None, ": ", ", ", False, False, False)
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON text of built-in JSON types, as ``json.dumps(value, ensure_ascii=False,
+    allow_nan=False)`` writes it; TypeError or ValueError for anything else. Cycles never
+    reach it: the walk turns them into markers, the scan refuses them (one made meanwhile
+    by another thread ends in RecursionError)."""
+    if type(value) is str:
+        return encode_basestring(value)
+    return "".join(_CHUNKS(value, 0))
+
 
 _MRO = type.__dict__["__mro__"].__get__
 _CLASS_DICT = type.__dict__["__dict__"].__get__
@@ -194,6 +213,13 @@ def plain_text(value: Any) -> str | None:
     return str.__str__(value) if issubclass(type(value), str) else None
 
 
+def _finite(x: float) -> float | str:
+    """A float JSON can hold as it is; else the word JavaScript writes for it."""
+    if x - x == 0.0:
+        return x
+    return "Infinity" if x > 0 else "-Infinity" if x < 0 else "NaN"
+
+
 def key_text(key: Any) -> str:
     """A dictionary key as a JSON object key: strings as they are, others as JSON or repr."""
     if type(key) is str:
@@ -202,10 +228,40 @@ def key_text(key: Any) -> str:
     if cls is int and key.bit_length() > _MAX_INT_BITS:
         return hex(key)
     if key is None or cls in (bool, int, float):
-        return json.dumps(key)
+        word = _finite(key) if cls is float else key
+        return word if type(word) is str else json_text(word)
     ok, text = call_guarded(repr, key)
     text = plain_text(text) if ok else None
     return text[:_REPR_CHARS] if text is not None else f"<{type_name(key)} key>"
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def larger_than(values: Iterable[Any], items: int) -> bool:
+    """Whether ``values`` hold more than ``items`` elements, counting the built-in
+    containers within reach (and a string as one element per 64 characters); stops as soon
+    as it knows, and runs no code of the values' own."""
+    count, pending = 0, list(values)
+    while pending:
+        value = pending.pop()
+        cls = type(value)
+        if issubclass(cls, _CONTAINERS):
+            base = next(b for b in _CONTAINERS if issubclass(cls, b))
+            count += base.__len__(value)
+            if count > items:
+                return True
+            contents = dict.values(value) if base is dict else base.__iter__(value) if base in (list, tuple) else ()
+            pending.extend(islice(contents, items - count + 1))
+        elif issubclass(cls, str):
+            count += str.__len__(value) // 64
+        elif issubclass(cls, bytes):
+            count += bytes.__len__(value) // 64
+        else:
+            count += 1
+        if count > items:
+            return True
+    return False
 
 
 def _by_type(values: list[Any]) -> list[tuple[type, list[Any]]]:
@@ -275,7 +331,7 @@ class Serializer:
         deadline = self.budget.deadline if seconds is None else min(self.budget.deadline, monotonic() + seconds)
         try:
             try:
-                text = _ENCODE(self._data(value, where, deadline))
+                text = json_text(self._data(value, where, deadline))
             except (TypeError, ValueError, RecursionError):
                 # A part left to the fast path was changed by another thread after it was
                 # scanned: walk everything again, copying what is kept.
@@ -284,7 +340,7 @@ class Serializer:
                 # The scan's size is in characters; escapes (\u0001) can make the text longer.
                 text = self._walk_only(value, where, deadline, before)
         except BaseException as e:
-            text = json.dumps({"$error": f"pypanic could not write this value: {describe_error(e)}"})
+            text = json_text({"$error": f"pypanic could not write this value: {describe_error(e)}"})
         self.budget.bytes_left = before[0] - len(text)
         return text
 
@@ -293,7 +349,7 @@ class Serializer:
         self.budget.rewind(before)
         self._fast = False
         try:
-            return _ENCODE(self._data(value, where, deadline))
+            return json_text(self._data(value, where, deadline))
         finally:
             self._fast = True
 
@@ -405,7 +461,7 @@ class Serializer:
             elif type(key) is str and key.isidentifier():
                 parts.append(f".{key}")
             else:
-                parts.append(f"[{json.dumps(str(key), ensure_ascii=False)}]")
+                parts.append(f"[{_QUOTED(str(key))}]")
         return "".join(parts)
 
     def _cut(self, reason: str, obj: Any, detail: str) -> dict[str, Any]:
@@ -502,9 +558,7 @@ class Serializer:
 
     def _float(self, x: float) -> Any:
         self._spend(24)
-        if math.isfinite(x):
-            return x
-        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+        return _finite(x)
 
     def _mapping(self, obj: Any, mapping: dict[Any, Any], depth: int) -> Any:
         """The items of ``mapping`` (``obj`` itself, or its ``__dict__``) as a JSON object."""

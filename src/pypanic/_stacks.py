@@ -2,18 +2,19 @@
 
 Threads are read from ``sys._current_frames()`` and ``threading._active`` without taking
 threading's lock: the code that dumps may run as a pending call in the main thread at a
-moment when that very thread holds the lock.
+moment when that very thread holds the lock. Neither ``threading`` nor ``traceback`` is
+imported (a process may never have loaded them; importing threading from another thread
+would even make that thread the main one), nor ``linecache`` (see ``_source``).
 """
 
 from __future__ import annotations
 
-import linecache
 import os
 import sys
-import threading
-import traceback
 import types
+from _thread import get_ident, get_native_id
 
+from . import _source
 from ._serialize import Budget, Serializer, call_guarded, type_name
 
 TYPE_CHECKING = False
@@ -72,7 +73,7 @@ class StackReader:
             "file": code.co_filename,
             "line": line,
             "function": getattr(code, "co_qualname", code.co_name),
-            "source": (linecache.getline(code.co_filename, line or 0).strip() or None) if line else None,
+            "source": _source.line(code.co_filename, line) if line else None,
         }
         if self._locals is not None:
             record["locals"] = self._frame_locals(frame, record["function"])
@@ -123,8 +124,9 @@ class StackReader:
 
     def threads(self) -> list[dict[str, Any]]:
         """Every thread of the interpreter: this one first, then the main thread, then the rest."""
-        current = threading.get_ident()
-        main = threading.main_thread().ident
+        current = get_ident()
+        main = main_thread_ident()
+        threading = sys.modules.get("threading")
         known = dict(getattr(threading, "_active", {}))
         frames = sys._current_frames()
         order = sorted(frames, key=lambda ident: (ident != current, ident != main, ident))
@@ -136,7 +138,7 @@ class StackReader:
                     "name": thread.name if thread is not None else None,
                     "ident": ident,
                     # threading keeps the parent's value after a fork (before 3.13): ask the kernel
-                    "native_id": threading.get_native_id() if ident == current else getattr(thread, "native_id", None),
+                    "native_id": get_native_id() if ident == current else getattr(thread, "native_id", None),
                     "daemon": thread.daemon if thread is not None else None,
                     "main": ident == main,
                     "current": ident == current,
@@ -186,19 +188,87 @@ class StackReader:
         return record
 
 
+def main_thread_ident() -> int | None:
+    """The main thread's ident; None when threading is not loaded and this is another thread."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        ident: int | None = threading.main_thread().ident
+        return ident
+    return get_ident() if get_native_id() == os.getpid() else None
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+_REPEATS_SHOWN = 3
+
+
 def error_text(exc: BaseException) -> str:
-    """The ``panic.error`` text: ``EXCEPTION: <Type>: <message>``, then the whole traceback."""
+    """The ``panic.error`` text: ``EXCEPTION: <Type>: <message>``, then the whole traceback,
+    as ``traceback.format_exception`` writes it without its ``^^^`` marks (they need ``ast``).
+    An exception group is formatted by ``traceback`` itself."""
     ok, message = call_guarded(str, exc)
     head = f"EXCEPTION: {type_name(exc)}: {message if ok else '<' + message + '>'}"
-    ok, lines = call_guarded(traceback.format_exception, type(exc), exc, exc.__traceback__)
-    if not ok:
-        return f"{head}\n(the traceback could not be formatted: {lines})"
-    body = "".join(lines).rstrip("\n")
-    if sys.version_info < (3, 11):
-        notes = getattr(exc, "__notes__", None)
-        if isinstance(notes, list):
-            body += "".join(f"\n{note}" for note in notes if isinstance(note, str))
-    return f"{head}\n{body}"
+    chain: list[tuple[BaseException, str]] = []
+    link, seen = exc, set()
+    while link is not None and id(link) not in seen and len(chain) < MAX_EXCEPTIONS:
+        seen.add(id(link))
+        cause, context = link.__cause__, link.__context__
+        if isinstance(cause, BaseException):
+            chain.append((link, _CAUSE))
+            link = cause
+        elif isinstance(context, BaseException) and not link.__suppress_context__:
+            chain.append((link, _CONTEXT))
+            link = context
+        else:
+            chain.append((link, ""))
+            break
+    if any(_is_group(e) for e, _ in chain):
+        import traceback
+
+        ok, lines = call_guarded(traceback.format_exception, type(exc), exc, exc.__traceback__)
+        if not ok:
+            return f"{head}\n(the traceback could not be formatted: {lines})"
+        return f"{head}\n{''.join(lines).rstrip()}"
+    parts: list[str] = []
+    for i in range(len(chain) - 1, -1, -1):
+        parts.extend(_traceback_lines(chain[i][0]))
+        if i:
+            parts.append(chain[i - 1][1])
+    return f"{head}\n{''.join(parts).rstrip()}"
+
+
+def _traceback_lines(exc: BaseException) -> list[str]:
+    """One exception's part of a traceback: its frames, its own line, its notes."""
+    lines = []
+    tb = exc.__traceback__
+    if tb is not None:
+        lines.append("Traceback (most recent call last):\n")
+    last, repeats = None, 0
+    while tb is not None:
+        where = _where(tb)
+        repeats = repeats + 1 if where == last else 0
+        last = where
+        if repeats < _REPEATS_SHOWN:
+            lines.append(f'  File "{where[0]}", line {where[1]}, in {where[2]}\n')
+            source = _source.line(where[0], where[1])
+            if source:
+                lines.append(f"    {source}\n")
+        tb = tb.tb_next
+        if repeats >= _REPEATS_SHOWN and (tb is None or _where(tb) != last):
+            lines.append(f"  [Previous line repeated {repeats - _REPEATS_SHOWN + 1} more times]\n")
+    ok, message = call_guarded(str, exc)
+    message = message if ok else f"<exception str() failed: {message}>"
+    name = type_name(exc)
+    lines.append(f"{name}: {message}\n" if message else f"{name}\n")
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        lines.extend(f"{note}\n" for note in notes if isinstance(note, str))
+    return lines
+
+
+def _where(tb: types.TracebackType) -> tuple[str, int, str]:
+    code = tb.tb_frame.f_code
+    return code.co_filename, tb.tb_lineno, code.co_name
 
 
 def traceback_of_caller(frame: types.FrameType | None) -> types.TracebackType | None:

@@ -20,9 +20,9 @@ guarded calls. At most ``MAX_TASKS`` tasks per loop are described; the rest are 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import types
+from _thread import get_ident
 
 from ._serialize import call_guarded, class_attribute, plain_text, type_name
 from ._stacks import own_frame
@@ -116,7 +116,7 @@ class _Reader:
 
     def describe(self) -> dict[str, Any] | None:
         self.frames = frames = sys._current_frames()
-        threads = dict(getattr(threading, "_active", {}))
+        threads = dict(getattr(sys.modules.get("threading"), "_active", {}))
         loops: dict[int, dict[str, Any]] = {}
         for ident, innermost in frames.items():
             for loop, handle in self._loops_on(innermost):
@@ -124,7 +124,7 @@ class _Reader:
                 found["handle"] = found["handle"] or handle
         running = getattr(self.asyncio.events, "_get_running_loop", lambda: None)()
         if running is not None:
-            loops.setdefault(id(running), {"loop": running, "thread": threading.get_ident(), "handle": None})
+            loops.setdefault(id(running), {"loop": running, "thread": get_ident(), "handle": None})
         self.registered = self._registered_tasks()
         for task in self.registered:
             loop = self._attribute(task, "_loop")

@@ -265,3 +265,33 @@ def test_soak(start_service, kind, count):
     progress = service.wait_for_progress_after(progress)
     service.check_snapshots(count)
     service.assert_left_running()
+
+
+# What a first dump would otherwise import, with everything they pull in: tens of
+# milliseconds with the GIL held in a process that never loaded them (BENCHMARKS.md).
+NOT_IMPORTED_BY_A_DUMP = {"json", "re", "traceback", "linecache", "tokenize", "ast", "textwrap", "threading",
+                          "math", "enum", "functools", "collections", "contextlib", "typing"}  # fmt: skip
+
+
+@pytest.mark.parametrize("loaded", ["without pypanic", "with pypanic"])
+@pytest.mark.parametrize("interpreter", SOME, ids=lambda i: i.name)
+def test_a_first_dump_imports_nothing_heavy_into_the_target(processes, workspace_for, interpreter, loaded):
+    """A fresh process's first dump loads pypanic's modules and a few C ones, not json, re,
+    traceback or threading; the dump still holds the stack with its source lines."""
+    interpreter.require()
+    service = start_program(
+        processes, workspace_for, interpreter, "modules.py", *(["pypanic"] if loaded == "with pypanic" else [])
+    )
+    run = ncore("--keep-running", str(service.pid))
+    assert run.returncode == 0, run.stderr
+    (service.space.work / "report").touch()
+    deadline = time.monotonic() + 30
+    while not (service.space.work / "modules").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    imported = set((service.space.work / "modules").read_text().split())
+    assert imported & {"pypanic._dump", "_ncore_pypanic._dump"}, imported
+    assert not imported & NOT_IMPORTED_BY_A_DUMP, " ".join(sorted(imported))
+    dump = load_dump(run.record["path"])
+    (main,) = [t for t in dump["panic.threads"] if t["main"]]
+    assert main["frames"][-1]["source"] == "time.sleep(0.01)"
+    assert "Traceback (most recent call last):" in dump["panic.error"]

@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import re
 import resource
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ..interpreters import HOST, missing
+from ..interpreters import HOST, SRC, missing
 
 PYTHON = HOST[0]
 
@@ -143,3 +145,43 @@ def test_file_size_limit_is_a_failure_not_a_crash(processes, workspace_for):
     assert writing_lines(result.stderr) == [], "only a directory that took the dump gets a line"
     assert "finished writing core dump" not in result.stderr
     assert space.dumps() == []
+
+
+_WRITE_HUGE = """
+import sys
+from pypanic import _dump
+entries = [("huge", '"' + "x" * 400_000_000 + '"')]
+print("writing", flush=True)
+print(_dump.write(entries, sys.argv[1], 4242), flush=True)
+"""
+
+
+def test_a_writer_killed_midway_leaves_nothing(processes, tmp_path):
+    """SIGKILL while the file is being written: the directory stays empty (the file had
+    no name yet), with no temporary file to clean up."""
+    target = processes.start([PYTHON.path, "-c", _WRITE_HUGE, str(tmp_path)], env={"PYTHONPATH": str(SRC)})
+    assert target.stdout is not None and target.stdout.readline() == "writing\n"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        os.readlink(fd).endswith("(deleted)") for fd in Path(f"/proc/{target.pid}/fd").iterdir() if fd.is_symlink()
+    ):
+        time.sleep(0.001)
+    os.kill(target.pid, signal.SIGKILL)
+    target.wait()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_proc_the_file_is_written_by_name(tmp_path):
+    """Where /proc is not mounted (the unnamed file cannot be linked from it), the dump is
+    written under a temporary name and renamed: one complete file, nothing else left."""
+    if os.geteuid() != 0:
+        missing("unmounting /proc in a mount namespace of its own needs root")
+    code = "import sys; from pypanic import _dump; print(_dump.write([('k', '1')], sys.argv[1], 4242))"
+    shell = f'umount -l /proc && exec {PYTHON.path} -c "{code}" {tmp_path}'
+    env = {"PYTHONPATH": str(SRC), "PATH": os.environ["PATH"]}
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", shell], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "ncore.4242")
+    assert [p.name for p in tmp_path.iterdir()] == ["ncore.4242"]
+    assert (tmp_path / "ncore.4242").read_text() == '{\n"k": 1\n}\n'

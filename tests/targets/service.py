@@ -8,7 +8,9 @@ is importable, prints ``ready`` once it is about to do its work, and, where it m
 progress, writes a counter to the file ``progress`` in its working directory, so a test
 can see it still works after a snapshot. With SERVICE_SLOW_DUMP set to a number of seconds,
 it also registers a value whose ``__repr__`` spins that long, so that a dump takes that
-much longer (the time a test has to interrupt ncore in the middle of one).
+much longer (the time a test has to interrupt ncore in the middle of one). With
+SERVICE_STATE_ITEMS set to a number N, it registers ``service.table``, a dict of N
+two-item lists, and raises pypanic's limits so that a dump keeps it whole.
 """
 
 import os
@@ -25,6 +27,7 @@ except ImportError:
 
 KIND = sys.argv[1]
 SLOW_DUMP = float(os.environ.get("SERVICE_SLOW_DUMP", "0"))
+STATE_ITEMS = int(os.environ.get("SERVICE_STATE_ITEMS", "0"))
 
 
 class Slow:
@@ -79,6 +82,9 @@ def main() -> None:
         pypanic.panicDbg.set("service.config", {"workers": 2, "tags": ("a", "b"), "limit": 1.5})
         if SLOW_DUMP:
             pypanic.panicDbg.set("service.slow", Slow())
+        if STATE_ITEMS:
+            pypanic.configure(max_items=2 * STATE_ITEMS, max_bytes=100 * STATE_ITEMS + 10**7, max_seconds=60)
+            pypanic.panicDbg.set("service.table", {str(i): [i, str(i)] for i in range(STATE_ITEMS)})
     if KIND in ("main-blocked-worker-busy", "both-busy"):
         threading.Thread(target=spin, name="busy-worker", daemon=True).start()
     reader, _ = os.pipe()

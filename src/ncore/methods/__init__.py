@@ -74,7 +74,8 @@ class Injection:
         self.script = script
         """The code's file, as the target sees it."""
         self.answered: Callable[[], bool] = lambda: False
-        """Whether the payload has answered (its dump is written, or failed)."""
+        """Whether the payload has answered (its dump is written, or failed) or handed the
+        dump to a forked writer: either way it no longer needs the thread."""
         self.wanted: Callable[[], bool] = lambda: True
         """Whether the session still waits for the dump (it gave up, or withdrew the request)."""
         self.acknowledge: Callable[[], None] = lambda: None

@@ -1,0 +1,98 @@
+"""A snapshot's slow part done by a copy of the process: a writer forked at the safe point.
+
+The process forks once; that child forks the writer and exits at once, and the process
+reaps it: the writer is nobody's child (init adopts it), so no zombie is left behind and
+the process's own ``waitpid(-1)`` sees only the short-lived child. The process waits
+only for the two forks (the GIL released while it waits for the second); the writer
+serializes the copy-on-write image of the registered state while the process runs on.
+
+The writer keeps standard input, output and error and the descriptors it is told to, and
+closes the rest (a copy of a socket or of a lock held open would keep the process's peers
+waiting on a close); it restores the default action of every signal the application
+handles in Python, asks to be the first process the kernel's OOM killer takes, and is
+killed by SIGALRM when it outlives its time limit. It never returns into the caller's code.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # the C module: `signal` would import enum
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+
+def fork_writer(work: Callable[[], None], seconds: float, keep: Iterable[int] = ()) -> int | None:
+    """Run ``work`` in a writer forked from this process and return at once with the
+    writer's pid (0 when the first child could not tell it), or None when no fork could
+    be made (``work`` has not run: do it in place)."""
+    read_end, write_end = os.pipe()
+    try:
+        first = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return None
+    if first == 0:
+        _first_child(work, seconds, keep, write_end)
+    os.close(write_end)
+    try:
+        os.waitpid(first, 0)
+    except ChildProcessError:
+        pass  # reaped by the application's own SIGCHLD handler, or SIGCHLD is ignored
+    try:
+        data = os.read(read_end, 32)
+    finally:
+        os.close(read_end)
+    if not data:
+        return None  # the second fork failed: nothing is being written
+    return int(data) if data.isdigit() else 0
+
+
+def _first_child(work: Callable[[], None], seconds: float, keep: Iterable[int], report_to: int) -> None:
+    try:
+        writer = os.fork()
+        if writer == 0:
+            os.close(report_to)
+            _writer(work, seconds, keep)
+        os.write(report_to, str(writer).encode())
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+def _writer(work: Callable[[], None], seconds: float, keep: Iterable[int]) -> None:
+    status = 1
+    try:
+        for number in range(1, _signal.NSIG):
+            try:
+                if callable(_signal.getsignal(number)):
+                    _signal.signal(number, _signal.SIG_DFL)
+            except (OSError, ValueError):
+                continue
+        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+        _signal.alarm(max(1, int(seconds) + 1))
+        kept = {0, 1, 2, *keep}
+        for fd in _open_descriptors():
+            if fd not in kept:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass  # the listing's own descriptor, closed already
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
+        work()
+        status = 0
+    finally:
+        os._exit(status)
+
+
+def _open_descriptors() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 1024))  # no /proc: the usual soft limit's worth
