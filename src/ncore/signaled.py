@@ -27,7 +27,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .session import Request, Result
 
-REQUEST_AT, ANSWER_AT, ACK_AT = 1024, 2048, 3072
+REQUEST_AT, ANSWER_AT, ACK_AT, WRITER_AT, WRITER_BYTES = 1024, 2048, 3072, 3136, 16
 """The mark's layout, as pypanic._beacon defines it."""
 EMPTY, ASKED, TAKEN, WITHDRAWN = 0, 1, 2, 3
 _MARGIN_SECONDS = 2.0
@@ -53,17 +53,40 @@ def unavailable(target: Target) -> str | None:
 
 
 def dump(request: Request, target: Target, started: float, output_dir: str | None, skipped: list[str]) -> Result:
-    """Ask ``target`` for its dump by signal and wait for it; an NcoreError when it cannot."""
-    from .session import Result, wait_for_exit
-
+    """Ask ``target`` for its dump by signal and wait for it; an NcoreError when it cannot.
+    A snapshot whose forked writer ends without writing it is asked for again, in place."""
     why = unavailable(target)
     path = mark_file(target.pid)
     signal = listener(target)
     if why is not None or path is None or signal is None:
         raise MethodUnavailable(why or f"process {target.pid} no longer listens for a dump signal")
+    try:
+        return _dump(request, target, started, output_dir, skipped, path, signal, in_place=request.in_place)
+    except _WriterLost as e:
+        result = _dump(request, target, started, output_dir, skipped, path, signal, in_place=True)
+        result.skipped.append(f"forked writer: {e}")
+        return result
+
+
+class _WriterLost(Exception):
+    """The snapshot's forked writer ended without writing the dump."""
+
+
+def _dump(
+    request: Request,
+    target: Target,
+    started: float,
+    output_dir: str | None,
+    skipped: list[str],
+    path: str,
+    signal: tuple[int, str],
+    in_place: bool,
+) -> Result:
+    from .session import Result, wait_for_exit
+
     number, name = signal
     ident = os.urandom(8).hex()
-    asked = {"id": ident, "keep_running": request.keep_running, "message": request.message,
+    asked = {"id": ident, "keep_running": request.keep_running, "in_place": in_place, "message": request.message,
              "directory": output_dir, "hold_seconds": 0 if request.keep_running else _HOLD_SECONDS,
              "by": os.getpid(),
              "pids": target.nspid,
@@ -102,7 +125,10 @@ def dump(request: Request, target: Target, started: float, output_dir: str | Non
         "(a blocked system call is interrupted and resumes afterwards)"
     )
     outcome = Outcome("signal", "handler", how, stopped_seconds=0.0)
-    return Result(target, target.host_path(str(answer["path"])), outcome, skipped, "target", exited, started)
+    result = Result(target, target.host_path(str(answer["path"])), outcome, skipped, "target", exited, started)
+    writer = answer.get("writer")
+    result.writer = writer if isinstance(writer, int) else None
+    return result
 
 
 def _post(fd: int, data: bytes, target: Target, deadline: float) -> None:
@@ -111,7 +137,7 @@ def _post(fd: int, data: bytes, target: Target, deadline: float) -> None:
     the process's main thread never waits for any ncore (a panic's aside)."""
     while True:
         with _locked(fd):
-            busy = _busy(fd)
+            busy = _busy(fd, bool(target.nspid))
             if busy is None:
                 os.pwrite(fd, bytes(ACK_AT + 1 - ANSWER_AT), ANSWER_AT)
                 os.pwrite(fd, bytes([ASKED]) + bytes(7) + data + b"\0", REQUEST_AT)
@@ -127,11 +153,16 @@ def _post(fd: int, data: bytes, target: Target, deadline: float) -> None:
         time.sleep(_WAIT_SECONDS)
 
 
-def _busy(fd: int) -> str | None:
+def _busy(fd: int, nested: bool = False) -> str | None:
     """What keeps the mark from taking a request now; None when it is free. A request or an
-    answer whose ncore is gone (killed before it withdrew or read it) frees it."""
+    answer whose ncore is gone (killed before it withdrew or read it) frees it, and so does
+    a snapshot whose forked writer is gone, unless the process is ``nested`` in a PID
+    namespace below ncore's, where the writer's pid means nothing here."""
     state = os.pread(fd, 1, REQUEST_AT)[0]
     if state == TAKEN:
+        writer = None if nested else _writer(fd)
+        if writer is not None and not _alive(writer):
+            return None  # its forked writer ended without freeing the mark: killed
         return "is taking a dump it was asked for by signal"
     try:
         before: dict[str, object] = json.loads(os.pread(fd, ANSWER_AT - REQUEST_AT - 8, REQUEST_AT + 8).split(b"\0")[0])
@@ -145,6 +176,12 @@ def _busy(fd: int) -> str | None:
     if state == EMPTY and os.pread(fd, 1, ACK_AT) == b"\0" and os.pread(fd, 1, ANSWER_AT) != b"\0":
         return f"has an answer ncore (pid {by}) has not read yet"
     return None
+
+
+def _writer(fd: int) -> int | None:
+    """The pid of the forked writer of the snapshot under way, when there is one."""
+    text = os.pread(fd, WRITER_BYTES, WRITER_AT).split(b"\0", 1)[0]
+    return int(text) if text.isdigit() else None
 
 
 def _alive(pid: int) -> bool:
@@ -196,6 +233,9 @@ def _wait(fd: int, target: Target, request: Request, started: float, ident: str,
             claimed_at, budget = now, float(answer.get("seconds") or budget)  # type: ignore[arg-type]
         if now >= next_check:
             next_check = now + 0.01
+            writer = _writer(fd) if claimed_at is not None and not target.nspid else None
+            if writer is not None and not _alive(writer) and _read_answer(fd, ident) == answer:
+                raise _WriterLost(f"its snapshot's writer (process {writer}, a fork of it) ended without writing")
             if not target.alive():
                 answer = _read_answer(fd, ident)
                 if answer is not None and answer.get("state") == "done":

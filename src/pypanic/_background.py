@@ -23,19 +23,27 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
 
+forking = False
+"""True while this process forks a writer: pypanic's at-fork handlers then leave the
+child as it is (it is a copy of the dump under way, not a new process of the application)."""
+
+
 def fork_writer(work: Callable[[], None], seconds: float, keep: Iterable[int] = ()) -> int | None:
     """Run ``work`` in a writer forked from this process and return at once with the
-    writer's pid (0 when the first child could not tell it), or None when no fork could
-    be made (``work`` has not run: do it in place)."""
+    writer's pid, or None when no fork could be made (``work`` has not run: do it in place)."""
+    global forking
     read_end, write_end = os.pipe()
+    forking = True
     try:
         first = os.fork()
     except OSError:
+        forking = False
         os.close(read_end)
         os.close(write_end)
         return None
     if first == 0:
-        _first_child(work, seconds, keep, write_end)
+        _first_child(work, seconds, keep, write_end)  # never returns
+    forking = False
     os.close(write_end)
     try:
         os.waitpid(first, 0)
@@ -45,9 +53,7 @@ def fork_writer(work: Callable[[], None], seconds: float, keep: Iterable[int] = 
         data = os.read(read_end, 32)
     finally:
         os.close(read_end)
-    if not data:
-        return None  # the second fork failed: nothing is being written
-    return int(data) if data.isdigit() else 0
+    return int(data) if data else None  # nothing from the first child: the second fork failed
 
 
 def _first_child(work: Callable[[], None], seconds: float, keep: Iterable[int], report_to: int) -> None:

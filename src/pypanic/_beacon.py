@@ -13,8 +13,9 @@ No file descriptor stays open, unless pypanic listens for a dump signal: then th
 file stays open (close-on-exec), so that a process of the same user may open it through
 ``/proc/PID/fd`` without any right to trace (Yama's ptrace_scope 1, a container without
 CAP_SYS_PTRACE) and write a request into the page's second quarter (``REQUEST_AT``: a
-state byte, then a JSON object); the answer comes at ``ANSWER_AT`` and ncore's
-acknowledgement at ``ACK_AT``. Both sides take an flock on the memory file to change the
+state byte, then a JSON object); the answer comes at ``ANSWER_AT``, ncore's
+acknowledgement at ``ACK_AT``, and at ``WRITER_AT`` the pid of the forked writer of a
+snapshot, while it writes (pypanic._background), in decimal. Both sides take an flock on the memory file to change the
 request's state.
 """
 
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 
 NAME = "pypanic"
 PAGE = 4096
-REQUEST_AT, ANSWER_AT, ACK_AT = 1024, 2048, 3072
-"""Where the request, the answer and the acknowledgement lie in the page."""
+REQUEST_AT, ANSWER_AT, ACK_AT, WRITER_AT = 1024, 2048, 3072, 3136
+"""Where the request, the answer, the acknowledgement and the writer's pid lie in the page."""
+WRITER_BYTES = 16
 EMPTY, ASKED, TAKEN, WITHDRAWN = 0, 1, 2, 3
 """The request's state byte: none, waiting for the signal's handler, claimed by it, withdrawn by ncore."""
 

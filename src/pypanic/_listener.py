@@ -22,7 +22,7 @@ import json
 import os
 import time
 
-from . import _beacon
+from . import _background, _beacon
 from ._log import StderrLog
 from ._registry import shared
 
@@ -118,8 +118,9 @@ def _relight(signal: tuple[int, str] | None, version: str) -> None:
 
 def _relight_in_child() -> None:
     # The inherited page is the parent's (a shared mapping) and flock cannot tell a parent
-    # from its child (they share the open file): requests to either would meet in it.
-    if _listening is not None and getattr(shared().beacon, "fd", None) is not None:
+    # from its child (they share the open file): requests to either would meet in it. A
+    # snapshot's writer answers in the parent's page.
+    if _listening is not None and not _background.forking and getattr(shared().beacon, "fd", None) is not None:
         number, version = _listening
         _relight((number, name_of(number)), version)
 
@@ -170,6 +171,7 @@ def _claim(beacon: Beacon) -> dict[str, Any] | None:
             return {}
         text = page[_beacon.REQUEST_AT + 8 : _beacon.ANSWER_AT].split(b"\0", 1)[0]
         page[_beacon.REQUEST_AT] = _beacon.TAKEN
+        page[_beacon.WRITER_AT : _beacon.WRITER_AT + _beacon.WRITER_BYTES] = bytes(_beacon.WRITER_BYTES)
     finally:
         fcntl.flock(beacon.fd, fcntl.LOCK_UN)
     request: dict[str, Any] = json.loads(text)
@@ -190,23 +192,40 @@ def _serve(beacon: Beacon, request: dict[str, Any], number: int) -> None:
     ident = request.get("id")
     hold = float(request.get("hold_seconds", 0))
 
+    served_by = os.getpid()
+
     def report(path: str | None, error: str | None) -> None:
-        _answer(beacon, {"id": ident, "state": "done", "path": path, "error": error})
+        writer = os.getpid() if os.getpid() != served_by else None
+        _answer(beacon, {"id": ident, "state": "done", "path": path, "error": error, "writer": writer})
         deadline = time.monotonic() + hold
         while ident is not None and time.monotonic() < deadline and beacon.page[_beacon.ACK_AT] == 0:
             time.sleep(_ACK_POLL)
+        beacon.page[_beacon.REQUEST_AT] = _beacon.EMPTY  # a forked writer's call frees the mark
 
+    writer = None
     try:
         beacon.page[_beacon.ACK_AT] = 0
         _answer(beacon, {"id": ident, "state": "started", "seconds": _panic.time_budget()})
         message = str(request.get("message") or SNAPSHOT_MESSAGE.format(name=name_of(number)))
-        take = _panic.panic if request.get("keep_running") is False else _panic.dump
         pids = request.get("pids") if isinstance(request.get("pids"), list) else None
-        take(message, None, directory=request.get("directory"), report=report, pids=pids)
+        directory = request.get("directory")
+        if request.get("keep_running") is False:
+            _panic.panic(message, None, directory=directory, report=report, pids=pids)
+        elif request.get("in_place") or ident is None:  # a bare signal's snapshot is written in place
+            _panic.dump(message, None, directory=directory, report=report, pids=pids)
+        else:
+            assert beacon.fd is not None
+            writer = _panic.dump_in_background(message, directory=directory, report=report, pids=pids,
+                                               keep=(beacon.fd,))  # fmt: skip
+            if writer:
+                beacon.page[_beacon.WRITER_AT : _beacon.WRITER_AT + _beacon.WRITER_BYTES] = (
+                    str(writer).encode().ljust(_beacon.WRITER_BYTES, b"\0")
+                )
     except BaseException as e:  # a handler's exception would surface in whatever code was interrupted
         _answer(beacon, {"id": ident, "state": "done", "path": None, "error": f"{type(e).__name__}: {e}"})
     finally:
-        beacon.page[_beacon.REQUEST_AT] = _beacon.EMPTY
+        if writer is None:
+            beacon.page[_beacon.REQUEST_AT] = _beacon.EMPTY
 
 
 def from_environment(version: str) -> None:

@@ -195,7 +195,7 @@ def dump_in_background(
 ) -> int | None:
     """A snapshot whose registered values are written by a forked writer (``_background``):
     this thread computes pypanic's own keys (the stacks, with their locals), forks, and
-    returns the writer's pid (0: not known); the writer writes the file and calls
+    returns the writer's pid; the writer writes the file and calls
     ``report``, keeping the descriptors in ``keep`` open for it. None when no writer could
     be forked (a limit on processes, say) or the registered state is small enough to write
     at once (IN_PLACE_ITEMS): the dump was then written in place. The process's other

@@ -129,7 +129,9 @@ class Registry:
 
     def _after_fork_in_child(self) -> None:
         self._lock = allocate_lock()
-        self.guard.reset_after_fork()
+        writer = sys.modules.get(f"{__package__}._background")
+        if writer is None or not writer.forking:  # a snapshot's writer keeps the dump's guard
+            self.guard.reset_after_fork()
 
 
 def shared() -> Registry:

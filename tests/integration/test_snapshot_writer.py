@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 
-from ..faults import SIGNALS, Plan, interrupt, left_running, start_target
+from ..faults import LISTEN, SIGNALS, Plan, interrupt, left_running, start_target
 from ..interpreters import HOST, IN_CHROOT
 from .conftest import chroot_gdb, load_dump
 from .test_ncore_no_harm import SEED, still_working
@@ -45,6 +45,17 @@ def assert_nothing_left(pid: int) -> None:
         time.sleep(0.05)
     assert psutil.Process(pid).children() == []
     assert copies_of(pid) == []
+
+
+def _writers_of(pid: int, running: subprocess.Popen[str]) -> list[psutil.Process]:
+    """The forked writers of ``pid`` once one appears, while ``running`` (ncore) lives; empty after 30 s."""
+    deadline = time.monotonic() + 30
+    while running.poll() is None and time.monotonic() < deadline:
+        writers = [p for p in copies_of(pid) if p.ppid() != pid]
+        if writers:
+            return writers
+        time.sleep(0.005)
+    return []
 
 
 @pytest.mark.parametrize("kind", ["busy", "sleep"])
@@ -101,11 +112,7 @@ def test_a_killed_writer_gives_a_dump_written_in_place(start_service, interprete
     argv = [sys.executable, "-m", "ncore", "--json", "--timeout", "60", "--keep-running", str(service.pid)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
         try:
-            deadline = time.monotonic() + 30
-            writers: list[psutil.Process] = []
-            while not writers and time.monotonic() < deadline:
-                writers = [p for p in copies_of(service.pid) if p.ppid() != service.pid]
-                time.sleep(0.01)
+            writers = _writers_of(service.pid, running)
             assert writers, "no writer appeared"
             os.kill(writers[0].pid, signal.SIGKILL)
             out, err = running.communicate(timeout=120)
@@ -168,11 +175,7 @@ def _kill_the_writer(pid: int, after: float) -> list[str]:
     argv = [sys.executable, "-m", "ncore", "--json", "--timeout", "60", "--keep-running", str(pid)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
         try:
-            deadline = time.monotonic() + 30
-            writers: list[psutil.Process] = []
-            while not writers and running.poll() is None and time.monotonic() < deadline:
-                writers = [p for p in copies_of(pid) if p.ppid() != pid]
-                time.sleep(0.005)
+            writers = _writers_of(pid, running)
             time.sleep(after)
             for writer in writers:
                 try:
@@ -205,11 +208,7 @@ def test_the_writer_keeps_no_connection_of_the_process_open(processes, workspace
         argv = [sys.executable, "-m", "ncore", "--json", "--timeout", "60", "--keep-running", str(target.pid)]
         with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
             try:
-                deadline = time.monotonic() + 30
-                writers: list[psutil.Process] = []
-                while not writers and time.monotonic() < deadline:
-                    writers = [p for p in copies_of(target.pid) if p.ppid() != target.pid]
-                    time.sleep(0.005)
+                writers = _writers_of(target.pid, running)
                 assert writers, "no writer appeared"
                 (space.work / "close").touch()
                 client.settimeout(30)
@@ -224,3 +223,35 @@ def test_the_writer_keeps_no_connection_of_the_process_open(processes, workspace
     assert running.returncode == 0, err
     assert json.loads(out)["writer"] == writers[0].pid
     assert_nothing_left(target.pid)
+
+
+@pytest.mark.parametrize("interpreter", [HOST[0], HOST[-1], IN_CHROOT[-1]], ids=lambda i: i.name)
+def test_by_signal_a_large_snapshot_is_written_by_a_writer_and_a_killed_one_is_redone(start_service, interpreter):
+    """ncore --method signal: a large snapshot goes to a forked writer as by the other
+    methods; with the writer SIGKILLed, ncore frees the mark the writer held and asks for
+    the snapshot again in place; a third request finds the mark free."""
+    interpreter.require()
+    service = start_service(interpreter, "sleep", env={"SERVICE_STATE_ITEMS": str(ITEMS), **LISTEN})
+    run = ncore("--keep-running", "--method", "signal", str(service.pid))
+    assert run.returncode == 0, run.stderr
+    assert run.record["writer"] not in (None, service.pid)
+    assert len(load_dump(run.record["path"])["service.table"]) == ITEMS
+    argv = [sys.executable, "-m", "ncore", "--json", "--method", "signal", "--keep-running", str(service.pid)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
+        try:
+            writers = _writers_of(service.pid, running)
+            assert writers, "no writer appeared"
+            writers[0].kill()
+            out, err = running.communicate(timeout=120)
+        finally:
+            if running.poll() is None:
+                running.kill()
+    assert running.returncode == 0, err
+    record = json.loads(out)
+    assert record["writer"] is None
+    assert any("forked writer" in line for line in record["skipped"])
+    again = ncore("--keep-running", "--method", "signal", str(service.pid))
+    assert again.returncode == 0, again.stderr
+    assert len(service.space.dumps()) == 3
+    service.assert_left_running()
+    assert_nothing_left(service.pid)
