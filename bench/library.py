@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/library.py
 
+It measures pypanic as users get it: it runs itself again on the Python of a scratch
+venv that has the checkout's wheel installed, bytecode compiled (bench/wheel.py; the
+interpreter is the one that started it).
+
 Prints a Markdown table for BENCHMARKS.md: panicDbg.set against a bound dict.__setitem__,
 the cost of `import pypanic`, a dump of 100 MB of JSON-native state against json.dumps of
 the same data, a million-element hostile structure, a small structure of shared parts
@@ -20,14 +24,17 @@ import sys
 import tempfile
 import time
 import timeit
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from wheel import ENV, scratch_venv
 
-import pypanic  # noqa: E402
-from pypanic import _config  # noqa: E402
-from pypanic._serialize import Budget, Serializer  # noqa: E402
+if "NCORE_BENCH_VENV" not in os.environ:
+    _venv = scratch_venv(sys.executable)
+    _python = str(_venv / "bin" / "python")
+    os.execve(_python, [_python, __file__, *sys.argv[1:]], {**ENV, "NCORE_BENCH_VENV": str(_venv)})
+
+import pypanic
+from pypanic import _config
+from pypanic._serialize import Budget, Serializer
 
 
 def best_of(stmt: object, number: int, repeat: int) -> float:
@@ -56,10 +63,7 @@ def bench_set() -> tuple[str, str, str, str]:
 
 def bench_import() -> tuple[str, str, str, str]:
     """Cumulative import time of pypanic from `python -X importtime`, median of 21 runs."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    # Measure what an installed package costs: with its bytecode cached, as pip leaves it.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-c", "import pypanic"], env=env, check=True)
+    env = ENV
     found = []
     for _ in range(21):
         err = subprocess.run(
