@@ -281,10 +281,15 @@ def _make_lock(directory: int) -> int:
     return fd
 
 
-def _remove_contents(directory: int) -> None:
-    """Remove every entry of ``directory`` (one level of subdirectories, as the carried
-    pypanic); never raises (what cannot go, stays)."""
-    for entry in os.listdir(directory):
+def _remove_contents(directory: int, depth: int = 2) -> None:
+    """Remove every entry of ``directory`` and, ``depth`` levels down, of its subdirectories
+    (the carried pypanic, and the bytecode a target compiled for it in ``__pycache__``);
+    links are removed, never followed; never raises (what cannot go, stays)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
         try:
             os.unlink(entry, dir_fd=directory)
             continue
@@ -292,16 +297,14 @@ def _remove_contents(directory: int) -> None:
             pass
         except OSError:
             continue
+        if depth == 0:
+            continue
         try:
             inner = os.open(entry, _DIRECTORY, dir_fd=directory)
         except OSError:
             continue
         try:
-            for name in os.listdir(inner):
-                try:
-                    os.unlink(name, dir_fd=inner)
-                except OSError:
-                    pass
+            _remove_contents(inner, depth - 1)
         finally:
             os.close(inner)
         try:

@@ -295,3 +295,20 @@ def test_a_first_dump_imports_nothing_heavy_into_the_target(processes, workspace
     (main,) = [t for t in dump["panic.threads"] if t["main"]]
     assert main["frames"][-1]["source"] == "time.sleep(0.01)"
     assert "Traceback (most recent call last):" in dump["panic.error"]
+
+
+@pytest.mark.parametrize("interpreter", [IN_CHROOT[0], IN_CHROOT[1]], ids=lambda i: i.name)
+def test_a_target_that_writes_bytecode_for_the_carried_copy_leaves_no_directory(start_service, interpreter):
+    """A target in another root gets pypanic copied into ncore's private directory; one that
+    writes bytecode (as services do) compiles it into ``pypanic/__pycache__`` there. The
+    directory still goes once the snapshot is taken, each time."""
+    interpreter.require()
+    assert interpreter.chroot is not None
+    before = {p for p in (interpreter.chroot / "tmp").glob("ncore.*") if p.is_dir()}
+    service = start_service(interpreter, "sleep", with_pypanic=False, env={"PYTHONDONTWRITEBYTECODE": ""})
+    for _ in range(2):
+        run = ncore("--keep-running", str(service.pid))
+        assert run.returncode == 0, run.stderr
+        assert run.record["pypanic"] == "carried"
+    left = {p for p in (interpreter.chroot / "tmp").glob("ncore.*") if p.is_dir()} - before
+    assert not left, [sorted(str(f) for f in p.rglob("*"))[:5] for p in left]
