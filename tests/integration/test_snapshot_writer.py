@@ -51,7 +51,13 @@ def _writers_of(pid: int, running: subprocess.Popen[str]) -> list[psutil.Process
     """The forked writers of ``pid`` once one appears, while ``running`` (ncore) lives; empty after 30 s."""
     deadline = time.monotonic() + 30
     while running.poll() is None and time.monotonic() < deadline:
-        writers = [p for p in copies_of(pid) if p.ppid() != pid]
+        writers = []
+        for copy in copies_of(pid):
+            try:
+                if copy.ppid() != pid:
+                    writers.append(copy)
+            except psutil.NoSuchProcess:
+                continue  # a copy that ended meanwhile
         if writers:
             return writers
         time.sleep(0.005)
