@@ -322,6 +322,8 @@ class Serializer:
         self._deadline = budget.deadline
         self._out_of_time = False
         self._fast = True
+        self._quoted: tuple[str, str] | None = None
+        """The last string written and its JSON text: a value that is one string is quoted once."""
 
     def encode(self, value: Any, where: str, *, seconds: float | None = None) -> str:
         """The JSON text of ``value``, its length taken from the budget; never raises.
@@ -331,7 +333,7 @@ class Serializer:
         deadline = self.budget.deadline if seconds is None else min(self.budget.deadline, monotonic() + seconds)
         try:
             try:
-                text = json_text(self._data(value, where, deadline))
+                text = self._text(self._data(value, where, deadline))
             except (TypeError, ValueError, RecursionError):
                 # A part left to the fast path was changed by another thread after it was
                 # scanned: walk everything again, copying what is kept.
@@ -349,9 +351,13 @@ class Serializer:
         self.budget.rewind(before)
         self._fast = False
         try:
-            return json_text(self._data(value, where, deadline))
+            return self._text(self._data(value, where, deadline))
         finally:
             self._fast = True
+
+    def _text(self, data: Any) -> str:
+        quoted, self._quoted = self._quoted, None
+        return quoted[1] if quoted is not None and quoted[0] is data else json_text(data)
 
     def to_data(self, value: Any, where: str) -> Any:
         """``value`` as finite, acyclic JSON data (parts of it may be ``value``'s own
@@ -540,13 +546,17 @@ class Serializer:
     def _string(self, s: str) -> str:
         left = max(self.budget.bytes_left - 2, 0)
         room = min(self.max_string, left)
-        if len(s) <= room and len(_QUOTED(s)) - 2 > left:
+        quoted = _QUOTED(s) if len(s) <= room else None
+        if quoted is not None and len(quoted) - 2 > left:
             room = left // 6  # what is sure to fit: an escape (\u0001) takes six characters
         if len(s) > room:
             detail = f"{len(s) - room} of {len(s)} characters cut"
             self.budget.record_cut(self._where(), "string" if room == self.max_string else "size", detail)
             s = f"{s[:room]}...[pypanic: {detail}]"
-        self._spend(len(_QUOTED(s)))
+            quoted = _QUOTED(s)
+        assert quoted is not None
+        self._spend(len(quoted))
+        self._quoted = (s, quoted)
         return s
 
     def _int(self, n: int) -> Any:

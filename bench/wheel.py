@@ -1,0 +1,69 @@
+"""pypanic as users get it: the checkout built into a wheel and installed, bytecode
+compiled, into a scratch virtual environment for a given interpreter.
+
+    from wheel import ENV, scratch_venv
+
+    venv = scratch_venv("/usr/bin/python3.11")
+    subprocess.run([str(venv / "bin" / "python"), "-c", "import pypanic"], env=ENV, check=True)
+
+The venv is ``ncore-bench-wheel-<interpreter path>-<wheel hash>`` in the temporary
+directory, kept and reused for as long as the checkout builds the same wheel (hatchling's
+wheels are reproducible). The wheel goes in with ``--no-deps``; the dependencies it
+declares for the ncore command (click, rich, psutil, pystack) are installed from pip's
+configured index. Run the venv's Python with ``ENV``: this machine sets
+PYTHONDONTWRITEBYTECODE, which would leave the compiled bytecode unused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+_READY = "ncore-bench-wheel-ready"
+"""Written into the venv last: a venv without it was left half made, and is made again."""
+
+
+def _requirements(wheel: Path) -> list[str]:
+    """The wheel's unconditional ``Requires-Dist`` (the test extra left out)."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode()
+    return [
+        line.split(":", 1)[1].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and ";" not in line
+    ]
+
+
+def scratch_venv(interpreter: str) -> Path:
+    """The directory of a venv of ``interpreter`` with the checkout's wheel installed and compiled."""
+    with tempfile.TemporaryDirectory(prefix="ncore-bench-wheel-build.") as build:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", build, str(ROOT)],
+                       check=True, env=ENV)  # fmt: skip
+        wheel = next(Path(build).glob("pypanic-*.whl"))
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:12]
+        label = str(Path(interpreter).absolute()).strip("/").replace("/", "-")
+        venv = Path(tempfile.gettempdir()) / f"ncore-bench-wheel-{label}-{digest}"
+        # Two benches started together would otherwise make the same venv at once.
+        with open(f"{venv}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (venv / _READY).exists():
+                return venv
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, env=ENV)
+            python = str(venv / "bin" / "python")
+            subprocess.run([python, "-m", "pip", "install", "-q", *_requirements(wheel)], check=True, env=ENV)
+            subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, env=ENV)
+            for site in (venv / "lib").glob("python*/site-packages"):
+                subprocess.run([python, "-m", "compileall", "-q", str(site)], check=True, env=ENV)
+            (venv / _READY).write_text(f"{wheel.name} sha256 {digest}\n")
+    return venv
