@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C module: `signal` would import enum
 import os
+import select
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+
+FIRST_CHILD_SECONDS = 2.0
+"""How long the process waits for its short-lived first child before it kills it."""
 
 forking = False
 """True while this process forks a writer: pypanic's at-fork handlers then leave the
@@ -45,15 +50,30 @@ def fork_writer(work: Callable[[], None], seconds: float, keep: Iterable[int] = 
         _first_child(work, seconds, keep, write_end)  # never returns
     forking = False
     os.close(write_end)
-    try:
-        os.waitpid(first, 0)
-    except ChildProcessError:
-        pass  # reaped by the application's own SIGCHLD handler, or SIGCHLD is ignored
+    _reap(first)
     try:
         data = os.read(read_end, 32)
     finally:
         os.close(read_end)
     return int(data) if data else None  # nothing from the first child: the second fork failed
+
+
+def _reap(child: int) -> None:
+    """Wait for the first child to exit, at most FIRST_CHILD_SECONDS: an application's
+    at-fork handler could hang in it (a lock of a thread the fork left behind); it is then
+    killed. Sleeps in select (see ncore's payload: a direct call must not nanosleep)."""
+    deadline = time.monotonic() + FIRST_CHILD_SECONDS
+    pause = 0.0001
+    try:
+        while os.waitpid(child, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(child, _signal.SIGKILL)
+                os.waitpid(child, 0)
+                return
+            select.select([], [], [], pause)
+            pause = min(pause * 2, 0.002)
+    except ChildProcessError:
+        pass  # reaped by the application's own SIGCHLD handler, or SIGCHLD is ignored
 
 
 def _first_child(work: Callable[[], None], seconds: float, keep: Iterable[int], report_to: int) -> None:

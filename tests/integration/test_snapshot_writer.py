@@ -261,3 +261,21 @@ def test_by_signal_a_large_snapshot_is_written_by_a_writer_and_a_killed_one_is_r
     assert len(service.space.dumps()) == 3
     service.assert_left_running()
     assert_nothing_left(service.pid)
+
+
+@pytest.mark.parametrize("interpreter", [HOST[3], IN_CHROOT[1]], ids=lambda i: i.name)
+def test_an_at_fork_handler_that_hangs_in_the_child_costs_a_bounded_wait(start_service, interpreter):
+    """The application's at-fork handler hangs in the first child (as one waiting on a lock
+    of a thread the fork left behind would): the process waits for that child at most
+    FIRST_CHILD_SECONDS, kills it, and writes the snapshot in place; nothing is left."""
+    interpreter.require()
+    env = {"SERVICE_STATE_ITEMS": str(ITEMS), "SERVICE_HANG_IN_CHILD": "1"}
+    service = start_service(interpreter, "busy", env=env)
+    before = service.progress()
+    run = ncore("--keep-running", str(service.pid))
+    assert run.returncode == 0, run.stderr
+    assert run.record["writer"] is None
+    assert len(load_dump(run.record["path"])["service.table"]) == ITEMS
+    service.assert_left_running()
+    service.wait_for_progress_after(before)
+    assert_nothing_left(service.pid)

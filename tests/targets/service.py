@@ -10,7 +10,9 @@ can see it still works after a snapshot. With SERVICE_SLOW_DUMP set to a number 
 it also registers a value whose ``__repr__`` spins that long, so that a dump takes that
 much longer (the time a test has to interrupt ncore in the middle of one). With
 SERVICE_STATE_ITEMS set to a number N, it registers ``service.table``, a dict of N
-two-item lists, and raises pypanic's limits so that a dump keeps it whole.
+two-item lists, and raises pypanic's limits so that a dump keeps it whole. With
+SERVICE_HANG_IN_CHILD set, an ``os.register_at_fork`` handler hangs in any child that
+forks again (a library's handler waiting on a lock the fork left behind).
 """
 
 import os
@@ -28,6 +30,13 @@ except ImportError:
 KIND = sys.argv[1]
 SLOW_DUMP = float(os.environ.get("SERVICE_SLOW_DUMP", "0"))
 STATE_ITEMS = int(os.environ.get("SERVICE_STATE_ITEMS", "0"))
+HANG_IN_CHILD = bool(os.environ.get("SERVICE_HANG_IN_CHILD"))
+PID = os.getpid()
+
+
+def hang_in_a_child() -> None:
+    while os.getpid() != PID:
+        time.sleep(1)
 
 
 class Slow:
@@ -77,6 +86,8 @@ def churn() -> None:
 
 
 def main() -> None:
+    if HANG_IN_CHILD:
+        os.register_at_fork(before=hang_in_a_child)
     if pypanic is not None:
         pypanic.panicDbg.set("service.kind", KIND)
         pypanic.panicDbg.set("service.config", {"workers": 2, "tags": ("a", "b"), "limit": 1.5})
