@@ -556,6 +556,22 @@ def _given_up(target: Target, handshake: Handshake, outcome: Outcome) -> NcoreEr
     pid = target.pid
     if handshake.gave_up == "overdue":
         budget = handshake.budget if handshake.budget is not None else _BUDGET_SECONDS
+        writer = handshake.writer()
+        if writer is not None and not target.nspid:
+            # A copy of the process that outlived its own time limit (it hung before it could
+            # set it, in an at-fork handler): it serves no one, and holds memory.
+            import signal
+
+            try:
+                os.kill(writer, signal.SIGKILL)
+            except OSError:
+                pass
+            return TimedOut(
+                f"process {pid}'s snapshot writer (process {writer}, a fork of it) did not finish within the "
+                f"dump's time budget ({budget:g} s and a {_MARGIN_SECONDS:g} s margin); ncore killed the writer, "
+                "and the process runs on without a snapshot",
+                "run ncore again with --in-place",
+            )
         return TimedOut(
             f"process {pid} started its dump but did not finish it within its time budget ({budget:g} s and a "
             f"{_MARGIN_SECONDS:g} s margin); it was left to finish on its own, and its dump appears in its "

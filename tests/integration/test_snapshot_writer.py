@@ -269,7 +269,7 @@ def test_an_at_fork_handler_that_hangs_in_the_child_costs_a_bounded_wait(start_s
     of a thread the fork left behind would): the process waits for that child at most
     FIRST_CHILD_SECONDS, kills it, and writes the snapshot in place; nothing is left."""
     interpreter.require()
-    env = {"SERVICE_STATE_ITEMS": str(ITEMS), "SERVICE_HANG_IN_CHILD": "1"}
+    env = {"SERVICE_STATE_ITEMS": str(ITEMS), "SERVICE_HANG_IN_CHILD": "before"}
     service = start_service(interpreter, "busy", env=env)
     before = service.progress()
     run = ncore("--keep-running", str(service.pid))
@@ -279,3 +279,21 @@ def test_an_at_fork_handler_that_hangs_in_the_child_costs_a_bounded_wait(start_s
     service.assert_left_running()
     service.wait_for_progress_after(before)
     assert_nothing_left(service.pid)
+
+
+@pytest.mark.parametrize("interpreter", [HOST[3]], ids=lambda i: i.name)
+def test_a_writer_that_hangs_before_its_time_limit_is_set_is_killed_by_ncore(start_service, interpreter):
+    """The application's at-fork handler hangs in the writer itself, before the writer can
+    set its alarm: once the dump's budget is over ncore kills the writer and says so (exit
+    7); the process runs on and nothing is left."""
+    interpreter.require()
+    env = {"SERVICE_STATE_ITEMS": str(ITEMS), "SERVICE_HANG_IN_CHILD": "grandchild", "PYPANIC_MAX_SECONDS": "1"}
+    service = start_service(interpreter, "busy", env=env)
+    run = ncore("--keep-running", "--timeout", "2", str(service.pid))
+    assert run.returncode == 7, run.stdout + run.stderr
+    assert "ncore killed the writer" in run.record["error"]
+    assert "--in-place" in run.record["hint"]
+    service.assert_left_running()
+    assert_nothing_left(service.pid)
+    again = ncore("--keep-running", "--in-place", str(service.pid))
+    assert again.returncode == 0, again.stderr

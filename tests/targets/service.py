@@ -11,8 +11,9 @@ it also registers a value whose ``__repr__`` spins that long, so that a dump tak
 much longer (the time a test has to interrupt ncore in the middle of one). With
 SERVICE_STATE_ITEMS set to a number N, it registers ``service.table``, a dict of N
 two-item lists, and raises pypanic's limits so that a dump keeps it whole. With
-SERVICE_HANG_IN_CHILD set, an ``os.register_at_fork`` handler hangs in any child that
-forks again (a library's handler waiting on a lock the fork left behind).
+SERVICE_HANG_IN_CHILD=before, an ``os.register_at_fork`` handler hangs in any child that
+forks again; with ``grandchild``, in a child's child as soon as it starts (a library's
+handler waiting on a lock the fork left behind).
 """
 
 import os
@@ -30,12 +31,17 @@ except ImportError:
 KIND = sys.argv[1]
 SLOW_DUMP = float(os.environ.get("SERVICE_SLOW_DUMP", "0"))
 STATE_ITEMS = int(os.environ.get("SERVICE_STATE_ITEMS", "0"))
-HANG_IN_CHILD = bool(os.environ.get("SERVICE_HANG_IN_CHILD"))
+HANG_IN_CHILD = os.environ.get("SERVICE_HANG_IN_CHILD")
 PID = os.getpid()
 
 
 def hang_in_a_child() -> None:
     while os.getpid() != PID:
+        time.sleep(1)
+
+
+def hang_in_a_grandchild() -> None:
+    while os.getpid() != PID and os.getppid() != PID:
         time.sleep(1)
 
 
@@ -86,15 +92,21 @@ def churn() -> None:
 
 
 def main() -> None:
-    if HANG_IN_CHILD:
+    if HANG_IN_CHILD == "before":
         os.register_at_fork(before=hang_in_a_child)
+    elif HANG_IN_CHILD == "grandchild":
+        os.register_at_fork(after_in_child=hang_in_a_grandchild)
     if pypanic is not None:
         pypanic.panicDbg.set("service.kind", KIND)
         pypanic.panicDbg.set("service.config", {"workers": 2, "tags": ("a", "b"), "limit": 1.5})
         if SLOW_DUMP:
             pypanic.panicDbg.set("service.slow", Slow())
         if STATE_ITEMS:
-            pypanic.configure(max_items=2 * STATE_ITEMS, max_bytes=100 * STATE_ITEMS + 10**7, max_seconds=60)
+            pypanic.configure(
+                max_items=2 * STATE_ITEMS,
+                max_bytes=100 * STATE_ITEMS + 10**7,
+                max_seconds=float(os.environ.get("PYPANIC_MAX_SECONDS", "60")),
+            )
             pypanic.panicDbg.set("service.table", {str(i): [i, str(i)] for i in range(STATE_ITEMS)})
     if KIND in ("main-blocked-worker-busy", "both-busy"):
         threading.Thread(target=spin, name="busy-worker", daemon=True).start()
