@@ -9,8 +9,8 @@ serializes the copy-on-write image of the registered state while the process run
 The writer keeps standard input, output and error and the descriptors it is told to, and
 closes the rest (a copy of a socket or of a lock held open would keep the process's peers
 waiting on a close); it restores the default action of every signal the application
-handles in Python, asks to be the first process the kernel's OOM killer takes, and is
-killed by SIGALRM when it outlives its time limit. It never returns into the caller's code.
+handles in Python and blocks none, asks to be the first process the kernel's OOM killer
+takes, and is killed by SIGALRM when it outlives its time limit. It never returns into the caller's code.
 """
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ def _first_child(work: Callable[[], None], seconds: float, keep: Iterable[int], 
 def _writer(work: Callable[[], None], seconds: float, keep: Iterable[int]) -> None:
     status = 1
     try:
+        # A fork keeps the signal mask: ncore's direct call holds every signal off the
+        # thread it borrows, SIGALRM included.
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         for number in range(1, _signal.NSIG):
             try:
                 if callable(_signal.getsignal(number)):

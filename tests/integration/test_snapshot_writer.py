@@ -297,3 +297,26 @@ def test_a_writer_that_hangs_before_its_time_limit_is_set_is_killed_by_ncore(sta
     assert_nothing_left(service.pid)
     again = ncore("--keep-running", "--in-place", str(service.pid))
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("kind", ["sleep", "busy"])
+@pytest.mark.parametrize("interpreter", [HOST[3]], ids=lambda i: i.name)
+def test_a_writer_stuck_in_a_c_call_ends_at_its_time_limit_without_ncore(start_service, interpreter, kind):
+    """A registered value's ``__repr__`` blocks in C for an hour, and ncore is killed once
+    the writer runs: the writer's alarm still ends it within the budget, on the direct
+    call's path (a thread blocked in a sleep: ncore's borrowed call holds every signal
+    off it, and the writer inherits that mask) as on the pending call's."""
+    interpreter.require()
+    env = {"SERVICE_STATE_ITEMS": str(ITEMS), "SERVICE_BLOCKING_REPR": "1", "PYPANIC_MAX_SECONDS": "1"}
+    service = start_service(interpreter, kind, env=env)
+    argv = [sys.executable, "-m", "ncore", "--json", "--keep-running", str(service.pid)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
+        try:
+            writers = _writers_of(service.pid, running)
+            assert writers, "no writer appeared"
+        finally:
+            running.kill()
+    psutil.wait_procs(writers, timeout=1 + 2 + 1 + 10)  # max_seconds, the write margin, the alarm's rounding
+    assert not [w for w in writers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    service.assert_left_running()
+    assert_nothing_left(service.pid)

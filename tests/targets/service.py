@@ -11,9 +11,11 @@ it also registers a value whose ``__repr__`` spins that long, so that a dump tak
 much longer (the time a test has to interrupt ncore in the middle of one). With
 SERVICE_STATE_ITEMS set to a number N, it registers ``service.table``, a dict of N
 two-item lists, and raises pypanic's limits so that a dump keeps it whole. With
-SERVICE_HANG_IN_CHILD=before, an ``os.register_at_fork`` handler hangs in any child that
-forks again; with ``grandchild``, in a child's child as soon as it starts (a library's
-handler waiting on a lock the fork left behind).
+SERVICE_BLOCKING_REPR set, it registers a value whose ``__repr__`` blocks in a C call for
+an hour (no guard can cut that short). With SERVICE_HANG_IN_CHILD=before, an
+``os.register_at_fork`` handler hangs in any child that forks again; with
+``grandchild``, in a child's child as soon as it starts (a library's handler waiting on a
+lock the fork left behind).
 """
 
 import os
@@ -51,6 +53,12 @@ class Slow:
         while time.monotonic() - started < SLOW_DUMP:
             pass  # busy, not time.sleep: the dump must not replace the thread's restart record
         return "slow"
+
+
+class Blocking:
+    def __repr__(self) -> str:
+        time.sleep(3600)
+        return "blocking"
 
 
 def record_progress(count: int) -> None:
@@ -101,6 +109,8 @@ def main() -> None:
         pypanic.panicDbg.set("service.config", {"workers": 2, "tags": ("a", "b"), "limit": 1.5})
         if SLOW_DUMP:
             pypanic.panicDbg.set("service.slow", Slow())
+        if os.environ.get("SERVICE_BLOCKING_REPR"):
+            pypanic.panicDbg.set("service.blocking", Blocking())
         if STATE_ITEMS:
             pypanic.configure(
                 max_items=2 * STATE_ITEMS,
