@@ -277,14 +277,6 @@ class Handshake:
                 self.budget = float(decode_fields(started).get("seconds", _BUDGET_SECONDS))
         data = self.private.read("result")
         if data is None:
-            if self._writer_gone():
-                data = self.private.read("result")
-                if data is None:
-                    self.writer_lost = (
-                        f"its snapshot's writer (process {self.writer()}, a fork of it) ended without writing the dump"
-                    )
-                    self.answer = {"error": self.writer_lost}
-                    return True
             return False
         answer = decode_fields(data)
         inside = answer.get("path")
@@ -301,17 +293,22 @@ class Handshake:
             self._writer = pid if pid > 0 else None
         return self._writer
 
-    def _writer_gone(self) -> bool:
-        """Whether the forked writer has ended; never when it is in another PID namespace,
-        whose pids ncore cannot look up (the dump's budget bounds that wait)."""
+    def check_writer(self) -> None:
+        """Note, as the answer, that the forked writer has ended without answering; never
+        when it is in another PID namespace, whose pids ncore cannot look up (the dump's
+        budget bounds that wait)."""
         pid = self.writer()
         if pid is None or self.target.nspid:
-            return False
+            return
         try:
             with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return
         except OSError:
-            return True
+            pass
+        if not self.poll():
+            self.writer_lost = f"its snapshot's writer (process {pid}, a fork of it) ended without writing the dump"
+            self.answer = {"error": self.writer_lost}
 
     def acknowledge(self) -> None:
         if not self.acknowledged:
@@ -537,6 +534,9 @@ def _wait_for_answer(target: Target, handshake: Handshake, outcome: Outcome) -> 
         now = time.monotonic()
         if now >= next_check:
             next_check = now + _CHECK_SECONDS
+            handshake.check_writer()
+            if handshake.answer is not None:
+                break
             if not target.alive():
                 if handshake.poll():
                     break
