@@ -359,7 +359,13 @@ def take_dump(request: Request, progress: Callable[[str], None] = lambda step: N
         if request.method == SIGNAL:
             return _by_signal(request, target, started, output_dir, [])
         # Chosen only now: how the main thread is found decides, and another ncore's dump changes it.
-        method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
+        try:
+            method, skipped = choose(request.method, target, lambda name: make_method(name, request, deadline))
+        except NcoreError:
+            # A Ctrl-C to ncore's process group also reaches a check's child (gdb --version)
+            # before it leaves the group, and fails that check: say what the operator did.
+            _stop_if_asked(request.pid, "before ncore touched it")
+            raise
         progress("inspected")
         _stop_if_asked(request.pid, "before ncore touched it")
         try:

@@ -211,6 +211,24 @@ def test_a_hung_gdb_is_given_up_at_the_time_limit(start_service, tmp_path):
     assert_untouched(service)
 
 
+def test_ctrl_c_that_fails_a_check_is_reported_as_ctrl_c(start_service, tmp_path):
+    """Ctrl-C to ncore's group can reach `gdb --version` before that child leaves the
+    group, and the check then fails: ncore exits 130 for the Ctrl-C (not 6, "no method
+    can serve"), the target untouched and never dumped. Here the gdb sends ncore the
+    SIGINT itself and prints nothing."""
+    service = start_service(PYTHON, "sleep")
+    gdb = tmp_path / "gdb"
+    gdb.write_text('#!/bin/sh\nkill -INT "$PPID"\n')
+    gdb.chmod(0o755)
+    run = run_ncore("--keep-running", "--method", "gdb", "--gdb", str(gdb), str(service.pid))
+    assert run.returncode == 130, run.stdout + run.stderr
+    assert run.record["status"] == "interrupted"
+    assert run.record["error"] == (
+        f"stopped by SIGINT (Ctrl-C) before ncore touched it: process {service.pid} was left as it was"
+    )
+    assert_untouched(service)
+
+
 def test_an_output_dir_the_target_cannot_write_is_refused(processes):
     """A process running as nobody and a directory only root may write: exit 9 before
     anything touches the process (pypanic would have written elsewhere, quietly)."""
