@@ -18,7 +18,8 @@ call a direct call interrupted.
 
 It uses the target's own pypanic when loaded (its registered state is in the registry
 every copy shares anyway), else one importable from the target's path, else the copy
-ncore carries in the same directory, loaded under a private name. It never lets an
+ncore carries in the same directory, loaded under a private name and kept loaded for
+later dumps while ncore carries the same copy. It never lets an
 exception escape (a pending call whose code raises kills the target) and binds nothing
 in the target's ``__main__``. Standard library only; runs on every supported Python.
 """
@@ -142,7 +143,7 @@ def _importable(name: str) -> bool:
     return False
 
 
-def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType, str]:
+def _choose_pypanic(carried: str, key: str | None) -> tuple[ModuleType, str]:
     import importlib
     import importlib._bootstrap  # what importlib.util's module_from_spec and spec_from_file_location are
     import importlib._bootstrap_external
@@ -156,8 +157,13 @@ def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType, str]:
         if found is not None:
             return found, "importable"
     loaded = sys.modules.get(CARRIED_NAME)
-    if loaded is not None and not os.path.isdir(getattr(loaded, "__path__", [""])[0]):
-        # Loaded by an earlier dump from a directory now removed: its later imports would fail.
+    if loaded is not None and (
+        getattr(loaded, "__ncore_key__", None) != key or f"{CARRIED_NAME}._panic" not in sys.modules
+    ):
+        # Another copy (another ncore's), or one an earlier dump did not finish loading. The
+        # copy an earlier dump loaded is kept though its directory is gone (loading it again
+        # meant compiling it again, tens of ms with the GIL held): loading ``_panic`` loaded
+        # every module of it a dump uses.
         for name in [name for name in sys.modules if name.split(".")[0] == CARRIED_NAME]:
             del sys.modules[name]
     if CARRIED_NAME not in sys.modules:
@@ -176,6 +182,7 @@ def _choose_pypanic(directory: str, carried: str) -> tuple[ModuleType, str]:
     module = importlib.import_module(f"{CARRIED_NAME}._panic")
     if getattr(module, "NCORE_PROTOCOL", 0) != PROTOCOL:
         raise RuntimeError(f"the pypanic ncore carries ({carried}) does not speak payload protocol {PROTOCOL}")
+    sys.modules[CARRIED_NAME].__ncore_key__ = key  # type: ignore[attr-defined]
     return module, "carried"
 
 
@@ -192,7 +199,8 @@ def run(directory: str) -> None:
 
     params: ``message``, ``keep_running`` (``1`` or ``0``), ``directory`` (absent: the
     working directory), ``hold_seconds`` (how long to wait for ``ack``), ``pypanic`` (the
-    directory of the pypanic ncore carries; absent: ``pypanic`` beside this file), ``probe``
+    directory of the pypanic ncore carries; absent: ``pypanic`` beside this file),
+    ``pypanic_key`` (which copy that is: ncore.session.package_key), ``probe``
     (``1``: answer ``_probe``'s facts, take no dump), ``background`` (``1``: a snapshot is
     written by a forked writer, which answers; ``writer`` then holds its ``pid``), ``pids``
     (the target's pids from ncore's PID namespace down to its own, comma-separated, when
@@ -216,7 +224,8 @@ def run(directory: str) -> None:
             return
         keep_running = params["keep_running"] == "1"
         hold_seconds = float(params["hold_seconds"])
-        panic_module, source = _choose_pypanic(directory, params.get("pypanic") or os.path.join(directory, "pypanic"))
+        carried = params.get("pypanic") or os.path.join(directory, "pypanic")
+        panic_module, source = _choose_pypanic(carried, params.get("pypanic_key"))
         _answer(directory, {"seconds": str(panic_module.time_budget())}, "started")
 
         def report(path: str | None, error: str | None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..interpreters import ALL, HOST, IN_CHROOT, Workspace, missing
+from ..interpreters import ALL, HOST, IN_CHROOT, SRC, Interpreter, Workspace, missing
 from .conftest import NcoreRun, Service, assert_left_running, load_dump, wait_for_ready
 
 BLOCKED = ["sleep", "select", "event", "accept", "main-blocked-worker-busy"]
@@ -295,6 +295,67 @@ def test_a_first_dump_imports_nothing_heavy_into_the_target(processes, workspace
     (main,) = [t for t in dump["panic.threads"] if t["main"]]
     assert main["frames"][-1]["source"] == "time.sleep(0.01)"
     assert "Traceback (most recent call last):" in dump["panic.error"]
+
+
+def compiled_after(service: Service, ncore_argv: list[str] | None = None) -> list[str]:
+    """Take a snapshot of a tests/targets/compiles.py target (with ``ncore_argv``, by
+    default this checkout's ncore), then what it has compiled so far."""
+    argv = ncore_argv or [sys.executable, "-m", "ncore"]
+    done = subprocess.run([*argv, "--json", "--keep-running", str(service.pid)], capture_output=True, text=True,
+                          timeout=120, env=without_gdb(), check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["pypanic"] == "carried"
+    report = service.space.work / "report"
+    report.touch()
+    deadline = time.monotonic() + 30
+    while report.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return (service.space.work / "compiled").read_text().splitlines()
+
+
+def start_plain(processes, workspace_for, interpreter: Interpreter, program: str) -> Service:
+    """``targets/<program>`` with no pypanic on its path: dumps use the copy ncore carries."""
+    space: Workspace = workspace_for(interpreter)
+    with open(space.host / "stderr", "w") as stderr:
+        process = processes.start(space.command(program, with_pypanic=False), stderr=stderr)
+    wait_for_ready(process)
+    return Service(process, space)
+
+
+@pytest.mark.parametrize("interpreter", [HOST[0], HOST[-1], IN_CHROOT[-1]], ids=lambda i: i.name)
+def test_later_snapshots_compile_nothing_in_the_target(processes, workspace_for, interpreter):
+    """A process that never loaded pypanic compiles ncore's payload and the pypanic ncore
+    carries (in place on the host, a copy in another root) on its first dump only: a
+    second and a third snapshot compile only the two lines of the injected code."""
+    interpreter.require()
+    service = start_plain(processes, workspace_for, interpreter, "compiles.py")
+    first = compiled_after(service)
+    assert first.count("<ncore payload>") == 1, first
+    compiled_after(service)
+    later = compiled_after(service)
+    assert later[: len(first)] == first
+    assert set(later[len(first) :]) == {"<string>"}, later[len(first) :]
+    assert len(service.space.dumps()) == 3
+
+
+def test_a_changed_carried_pypanic_is_loaded_anew(processes, workspace_for, tmp_path):
+    """A process in another root keeps the copy of pypanic its first dump loaded, until an
+    ncore carrying another (here a copy of this checkout with one module touched, as a
+    reinstall does) dumps it: that one is loaded and used; the payload, the same, is not
+    compiled again."""
+    interpreter = IN_CHROOT[-1]
+    interpreter.require()
+    service = start_plain(processes, workspace_for, interpreter, "compiles.py")
+    first = compiled_after(service)
+    shutil.copytree(SRC, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    touched = tmp_path / "src" / "pypanic" / "_dump.py"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    other = ["/usr/bin/env", f"PYTHONPATH={tmp_path / 'src'}", sys.executable, "-m", "ncore"]
+    second = compiled_after(service, other)
+    assert "<ncore payload>" not in second[len(first) :]
+    assert any(name.endswith("/pypanic/_dump.py") for name in second[len(first) :]), second
+    third = compiled_after(service, other)
+    assert set(third[len(second) :]) == {"<string>"}, third[len(second) :]
 
 
 @pytest.mark.parametrize("interpreter", [IN_CHROOT[0], IN_CHROOT[1]], ids=lambda i: i.name)
