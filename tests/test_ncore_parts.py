@@ -212,7 +212,7 @@ def test_injected_code_binds_nothing_and_swallows_everything():
     """The code PyRun_SimpleString runs leaves __main__'s namespace as it was, even when
     the payload is missing."""
     namespace: dict[str, object] = {"__name__": "__main__"}
-    exec(injected_code("/nonexistent/ncore.dir", "key"), namespace)
+    exec(injected_code("/nonexistent/ncore.dir"), namespace)
     assert set(namespace) == {"__name__", "__builtins__"}
 
 
@@ -236,7 +236,7 @@ def test_injected_code_leaves_main_untouched_on_real_interpreters(tmp_path, inte
     interpreter.require()
     (tmp_path / "payload.py").write_bytes(Path(payload.__file__).read_bytes())
     (tmp_path / "params").write_bytes(payload.encode_fields({"probe": "1"}))
-    (tmp_path / "code.py").write_bytes(injected_code(str(tmp_path), "key"))
+    (tmp_path / "code.py").write_bytes(injected_code(str(tmp_path)))
     flags = ["-X", "dev"] if dev else []
     argv = [interpreter.path, *flags, "-c", RUN_IN_MAIN, str(tmp_path / "code.py")]
     with open(tmp_path / "lock", "w") as lock:  # held as ncore holds it, so the payload leaves the directory

@@ -16,7 +16,6 @@ shutil or pathlib would each cost more than the injection.
 from __future__ import annotations
 
 import _thread
-import binascii
 import os
 import time
 
@@ -180,8 +179,7 @@ def package_key(package: str) -> str:
     loaded: the names, sizes and modification times of its modules (a reinstall changes them)."""
     names = sorted(name for name in os.listdir(package) if name.endswith(".py"))
     stats = [(name, os.stat(os.path.join(package, name))) for name in names]
-    listing = ";".join(f"{name}:{stat.st_size}:{stat.st_mtime_ns}" for name, stat in stats)
-    return f"{binascii.crc32(listing.encode()):08x}"
+    return ";".join(f"{name}:{stat.st_size}:{stat.st_mtime_ns}" for name, stat in stats)
 
 
 def _safe_for(uid: int, package: str) -> bool:
@@ -204,38 +202,30 @@ def _safe_for(uid: int, package: str) -> bool:
 
 _LOADER = """\
 import sys
+with open(__ncore_dir__ + "/payload.py", "rb") as f:
+    source = f.read()
 kept = sys.modules.get("_ncore_payload")
-if getattr(kept, "key", None) == __ncore_key__:
-    code = kept.code
-else:
-    with open(__ncore_dir__ + "/payload.py", "rb") as f:
-        code = compile(f.read(), "<ncore payload>", "exec")
-    kept = type(sys)("_ncore_payload", "ncore's payload, compiled by its first dump of this process")
-    kept.key, kept.code = __ncore_key__, code
+if getattr(kept, "source", None) != source:
+    kept = type(sys)("_ncore_payload", "ncore's payload, compiled by the first dump of this process that ran it")
+    kept.source, kept.code = source, compile(source, "<ncore payload>", "exec")
     sys.modules["_ncore_payload"] = kept
-exec(code)
+exec(kept.code)
 """
 """Runs the payload in the namespace it is given, the file closed before the payload
-starts. The payload is compiled once per process and kept in ``sys.modules`` under
-``_ncore_payload`` with its key: compiling it again took 4 to 8 ms of every later dump,
-with the GIL held."""
+starts. The payload is compiled once per process and kept in ``sys.modules`` as
+``_ncore_payload`` with its source: compiling it again took 4 to 8 ms of every later
+dump, with the GIL held."""
 
 
-def payload_key(payload: bytes) -> str:
-    """What tells one payload from another in a target that kept one (``_LOADER``)."""
-    return f"{binascii.crc32(payload):08x}-{len(payload)}"
-
-
-def injected_code(directory: str, key: str) -> bytes:
-    """The code the target runs: execute the payload (of ``payload_key`` ``key``), and
-    never let anything escape.
+def injected_code(directory: str) -> bytes:
+    """The code the target runs: execute the payload, and never let anything escape.
 
     It binds no name in ``__main__`` (where PyRun_SimpleString runs), not even the
     ``__warningregistry__`` a warning raised in its frame would add: everything but the
     call happens in a namespace of its own. It raises nothing (a pending call whose code
     raises kills the process with SystemError).
     """
-    namespace = {"__name__": "__ncore_payload__", "__ncore_dir__": directory, "__ncore_key__": key}
+    namespace = {"__name__": "__ncore_payload__", "__ncore_dir__": directory}
     return f"try:\n    exec({_LOADER!r}, {namespace!r})\nexcept BaseException:\n    pass\n".encode()
 
 
@@ -476,9 +466,8 @@ def _dump(
         params["pypanic_key"] = package_key(_PYPANIC)
         private.write("params", encode_fields(params))
         with open(os.path.join(os.path.dirname(__file__), "payload.py"), "rb") as f:
-            payload = f.read()
-        private.write("payload.py", payload)
-        code = injected_code(private.inside, payload_key(payload))
+            private.write("payload.py", f.read())
+        code = injected_code(private.inside)
         code_file = private.write("code.py", code)
         running_lock, running_inside = place.running_lock(target)
         page, pending_at = page_image(code, target, running_inside)
