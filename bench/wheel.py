@@ -46,8 +46,15 @@ def _requirements(wheel: Path) -> list[str]:
     ]
 
 
+_IN_USE: list[int] = []
+"""The locks of the venvs this process uses, held shared until it exits: another bench
+removes only venvs nobody holds."""
+
+
 def scratch_venv(interpreter: str) -> Path:
-    """The directory of a venv of ``interpreter`` with the checkout's wheel installed and compiled."""
+    """The directory of a venv of ``interpreter`` with the checkout's wheel installed and
+    compiled. The venvs of other wheels (older checkouts) of the same interpreter that no
+    bench is using are removed."""
     with tempfile.TemporaryDirectory(prefix="ncore-bench-wheel-build.") as build:
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", build, str(ROOT)],
                        check=True, env=ENV)  # fmt: skip
@@ -56,17 +63,40 @@ def scratch_venv(interpreter: str) -> Path:
         label = str(Path(interpreter).absolute()).strip("/").replace("/", "-")
         venv = Path(tempfile.gettempdir()) / f"ncore-bench-wheel-{label}-{digest}"
         # Two benches started together would otherwise make the same venv at once.
-        with open(f"{venv}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if (venv / _READY).exists():
-                return venv
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, env=ENV)
-            python = str(venv / "bin" / "python")
-            subprocess.run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True, env=ENV)
-            subprocess.run([python, "-m", "pip", "install", "-q", *_requirements(wheel)], check=True, env=ENV)
-            subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, env=ENV)
-            for site in (venv / "lib").glob("python*/site-packages"):
-                subprocess.run([python, "-m", "compileall", "-q", str(site)], check=True, env=ENV)
-            (venv / _READY).write_text(f"{wheel.name} sha256 {digest}\n")
+        lock = os.open(f"{venv}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / _READY).exists():
+            _make(venv, interpreter, wheel, digest)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        _IN_USE.append(lock)
+        _remove_unused(venv.parent, f"ncore-bench-wheel-{label}-", keep=venv)
     return venv
+
+
+def _make(venv: Path, interpreter: str, wheel: Path, digest: str) -> None:
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, env=ENV)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True, env=ENV)
+    subprocess.run([python, "-m", "pip", "install", "-q", *_requirements(wheel)], check=True, env=ENV)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, env=ENV)
+    for site in (venv / "lib").glob("python*/site-packages"):
+        subprocess.run([python, "-m", "compileall", "-q", str(site)], check=True, env=ENV)
+    (venv / _READY).write_text(f"{wheel.name} sha256 {digest}\n")
+
+
+def _remove_unused(directory: Path, prefix: str, keep: Path) -> None:
+    """Remove the venvs named ``prefix<digest>`` but ``keep`` whose lock nobody holds."""
+    for lock_path in directory.glob(f"{prefix}*.lock"):
+        venv = lock_path.with_suffix("")
+        if venv == keep:
+            continue
+        lock = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(venv, ignore_errors=True)
+            lock_path.unlink()
+        except BlockingIOError:
+            pass  # in use by another bench
+        finally:
+            os.close(lock)
