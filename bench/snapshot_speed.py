@@ -14,8 +14,9 @@ tests/interpreters.py's Workspace starts them) get a copy of src/pypanic. Needs 
    (no pypanic on its path: the dump uses the copy ncore carries) and "with pypanic"
    (imported at start). Per run, a fresh target each: the time from starting ncore to its
    exit (it exits once the dump is on disk) for its first snapshot, then for a second and
-   a third (warm). ``python -c pass`` of ncore's venv interpreter is timed before each
-   target, in the same run, for the ratios. Goals: first ≤ 3x, warm ≤ 2x.
+   a third (warm). ``python -c pass`` of ncore's venv interpreter is timed just before
+   each snapshot, for the ratios (each row's against the median of its own). Goals:
+   first ≤ 3x, warm ≤ 2x.
 2. The stall of another thread. bench/targets/ticker.py: a ticker thread sleeps 1 ms in a
    loop and logs every gap over 2 ms between its wake-ups (CLOCK_MONOTONIC, shared with
    this process) while the main thread is busy in pure Python, with small registered
@@ -213,10 +214,10 @@ class Kind:
 def first_and_warm(kinds: list[Kind], ncore: Ncore, bare_python: str, env: dict[str, str], runs: int) -> None:
     for _ in range(runs):
         for kind in kinds:
-            kind.bare.append(python_start(bare_python, env))
             target = kind.start()
             try:
                 for n in range(3):
+                    kind.bare.append(python_start(bare_python, env))
                     elapsed, _, _, _ = ncore.run("--keep-running", "--method", kind.method, str(target.pid), timeout=60)
                     (kind.first if n == 0 else kind.warm).append(elapsed)
                     if not target.alive():

@@ -157,13 +157,13 @@ def _choose_pypanic(carried: str, key: str | None) -> tuple[ModuleType, str]:
         if found is not None:
             return found, "importable"
     loaded = sys.modules.get(CARRIED_NAME)
-    if loaded is not None and (
-        getattr(loaded, "__ncore_key__", None) != key or f"{CARRIED_NAME}._panic" not in sys.modules
-    ):
-        # Another copy (another ncore's), or one an earlier dump did not finish loading. The
-        # copy an earlier dump loaded is kept though its directory is gone (loading it again
-        # meant compiling it again, tens of ms with the GIL held): loading ``_panic`` loaded
-        # every module of it a dump uses.
+    if loaded is not None and getattr(loaded, "__ncore_key__", None) == key:
+        # The same files as the copy an earlier dump loaded, whose directory may be gone:
+        # that copy is kept (loading it again meant compiling it again, tens of ms with the
+        # GIL held), and imports it makes later find its modules here.
+        loaded.__path__[:] = [carried]
+    elif loaded is not None:
+        # Another copy (another ncore's), or one an earlier dump did not finish loading.
         for name in [name for name in sys.modules if name.split(".")[0] == CARRIED_NAME]:
             del sys.modules[name]
     if CARRIED_NAME not in sys.modules:

@@ -10,9 +10,10 @@ then linked to its final name, which is never overwritten: ``ncore.<pid>.<n>`` w
 from __future__ import annotations
 
 import os
+import sys
 import time
 
-from . import _facts, _tasks
+from . import _facts
 from ._config import Settings
 from ._serialize import CUTS_ROOM, Budget, Serializer, describe_error, json_text, key_text
 from ._stacks import StackReader
@@ -20,6 +21,7 @@ from ._stacks import StackReader
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import ModuleType
     from typing import Any
 
     from ._registry import Registry
@@ -129,7 +131,8 @@ def begin(
     budget = Budget(settings.max_bytes - min(CUTS_ROOM, settings.max_bytes // 8), settings.max_seconds)
     is_secret = _facts.secret_matcher(settings.secret_words) if settings.redact else None
     stacks = StackReader(budget, with_locals=settings.locals, is_secret=is_secret or (lambda name: False))
-    stacks.refer = _tasks.reference_maker() or stacks.refer
+    tasks = _asyncio_tasks()
+    stacks.refer = (tasks.reference_maker() if tasks is not None else None) or stacks.refer
     limits = {"depth": settings.max_depth, "items": settings.max_items, "string": settings.max_string}
     facts = Serializer(budget, **limits)
     init = registry.init
@@ -163,7 +166,11 @@ def begin(
         fact("panic.reason", reason),
         fact("panic.exception", lambda: stacks.exception(exc)),
         fact("panic.threads", stacks.threads),
-        *([fact("panic.asyncio", loops)] if (loops := _tasks.describe(stacks)) is not None else []),
+        *(
+            [fact("panic.asyncio", loops)]
+            if tasks is not None and (loops := tasks.describe(stacks)) is not None
+            else []
+        ),
         fact("panic.python", _facts.interpreter),
         fact("panic.process", lambda: _facts.process(init.cwd)),
         fact("panic.resources", _facts.resources),
@@ -172,6 +179,17 @@ def begin(
         fact("dbg.warnings", settings.warnings),
     ]
     return Started(own, list(registry.snapshot().items()), budget, Serializer(budget, **limits))
+
+
+def _asyncio_tasks() -> ModuleType | None:
+    """pypanic._tasks in a process that has loaded asyncio, else None: one without asyncio
+    has no event loop, and its first dump need not load that module (nor compile it, 7 ms
+    of a first dump with the copy of pypanic ncore brings)."""
+    if "asyncio" not in sys.modules:
+        return None
+    from . import _tasks
+
+    return _tasks
 
 
 def layout(own: dict[str, str], registered: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -127,7 +127,7 @@ def enable() -> None:
     if registry.saved_hooks:
         return
     # Load everything a panic needs now, so that a crash does not have to import.
-    from . import _dump, _facts  # noqa: F401
+    from . import _dump, _facts, _tasks  # noqa: F401
 
     registry.saved_hooks = {
         "sys.excepthook": sys.excepthook,

@@ -358,6 +358,27 @@ def test_a_changed_carried_pypanic_is_loaded_anew(processes, workspace_for, tmp_
     assert set(third[len(second) :]) == {"<string>"}, third[len(second) :]
 
 
+def test_a_kept_carried_pypanic_imports_what_a_later_dump_needs(processes, workspace_for):
+    """A process in another root dumped before it loaded asyncio keeps the copy of pypanic
+    that dump loaded, from a directory now gone; once it runs an event loop, the next dump
+    loads that copy's asyncio module from the new directory and describes the loop."""
+    interpreter = IN_CHROOT[-1]
+    interpreter.require()
+    service = start_plain(processes, workspace_for, interpreter, "later_asyncio.py")
+    before = ncore("--keep-running", str(service.pid))
+    assert before.returncode == 0, before.stderr
+    assert "panic.asyncio" not in load_dump(before.record["path"])
+    (service.space.work / "start").touch()
+    deadline = time.monotonic() + 30
+    while not (service.space.work / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    after = ncore("--keep-running", str(service.pid))
+    assert after.returncode == 0, after.stderr
+    assert after.record["pypanic"] == "carried"
+    (loop,) = load_dump(after.record["path"])["panic.asyncio"]["loops"]
+    assert "waiter" in [task["name"] for task in loop["tasks"]]
+
+
 @pytest.mark.parametrize("interpreter", [IN_CHROOT[0], IN_CHROOT[1]], ids=lambda i: i.name)
 def test_a_target_that_writes_bytecode_for_the_carried_copy_leaves_no_directory(start_service, interpreter):
     """A target in another root gets pypanic copied into ncore's private directory; one that
