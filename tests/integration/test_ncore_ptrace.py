@@ -338,6 +338,28 @@ def test_later_snapshots_compile_nothing_in_the_target(processes, workspace_for,
     assert len(service.space.dumps()) == 3
 
 
+def test_a_first_dump_of_ncores_python_version_runs_ncores_bytecode(processes, workspace_for, tmp_path):
+    """ncore installed with bytecode (as pip installs it) gives a target of its own Python
+    version the payload compiled: the first dump compiles no payload, and the payload's
+    frames stay out of the dump. Once the bytecode is stale (payload.py changed after), the
+    target compiles the source it is given, as a target of another version does."""
+    (interpreter,) = [i for i in HOST if i.name == f"pyenv-3.{sys.version_info[1]}"]
+    interpreter.require()
+    shutil.copytree(SRC, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tmp_path / "src" / "ncore")], check=True)
+    installed = ["/usr/bin/env", f"PYTHONPATH={tmp_path / 'src'}", sys.executable, "-m", "ncore"]
+    service = start_plain(processes, workspace_for, interpreter, "compiles.py")
+    first = compiled_after(service, installed)
+    assert "<ncore payload>" not in first, first
+    (dump,) = service.space.dumps()
+    names = [frame["function"] for thread in load_dump(str(dump))["panic.threads"] for frame in thread["frames"]]
+    assert not {"run", "_choose_pypanic", "_wait_for_ack"} & set(names), names
+    fresh = start_plain(processes, workspace_for, interpreter, "compiles.py")
+    payload = tmp_path / "src" / "ncore" / "payload.py"
+    payload.write_bytes(payload.read_bytes() + b"\n")
+    assert compiled_after(fresh, installed).count("<ncore payload>") == 1
+
+
 def test_a_changed_carried_pypanic_is_loaded_anew(processes, workspace_for, tmp_path):
     """A process in another root keeps the copy of pypanic its first dump loaded, until an
     ncore carrying another (here a copy of this checkout with one module touched, as a
