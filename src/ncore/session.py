@@ -260,7 +260,11 @@ def payload_bytecode(source: bytes, target: Target) -> bytes | None:
             return None
     elif data[8:16] != _pyc_stamp(stat.st_mtime, stat.st_size):
         return None
-    return magic + marshal.dumps(_renamed(marshal.loads(data[16:]), "<ncore payload>"))
+    try:
+        code = marshal.loads(data[16:])
+    except (EOFError, ValueError, TypeError):
+        return None  # a damaged cache: the target compiles the source
+    return magic + marshal.dumps(_renamed(code, "<ncore payload>"))
 
 
 def _pyc_stamp(mtime: float, size: int) -> bytes:
