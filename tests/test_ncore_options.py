@@ -94,9 +94,9 @@ def test_the_usual_path_imports_no_heavy_module(processes, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
-    assert {"ncore.session", "ncore.methods.ptrace", "ctypes"} <= imported
+    assert {"ncore.session", "ncore.methods.ptrace", "_ctypes"} <= imported
     heavy = {"click", "dataclasses", "json", "typing", "re", "subprocess", "pathlib", "tempfile", "shutil", "threading",
-             "pystack", "pypanic", "ncore.readonly"}  # fmt: skip
+             "pystack", "pypanic", "ncore.readonly", "ctypes"}  # fmt: skip
     assert not heavy & imported
     assert "ncore.methods.remote_exec" not in imported, "a target before 3.14 needs no remote exec"
     assert target.poll() is None

@@ -8,11 +8,15 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import shutil
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +28,7 @@ from ncore.methods.frame import RETURNED_CODE, SIGRETURN_CODE, SYSCALL_RET_CODE
 from ncore.methods.ptrace import X86_64, Ptrace, Tracee, find_gadgets, functions
 from ncore.target import Target, inspect
 
-from .interpreters import HOST
+from .interpreters import ALL, HOST, RUN_IN, SRC, Interpreter
 
 XMM0 = 160
 """Where xmm0 lies in the extended state (the legacy FXSAVE layout at its start)."""
@@ -95,6 +99,62 @@ def get_max_address(target: Target) -> int:
 def blocked_signals(pid: int) -> str:
     with open(f"/proc/{pid}/status") as f:
         return next(line for line in f if line.startswith("SigBlk:"))
+
+
+KERNEL_PROBE = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from ncore.methods.ptrace import PTRACE_DETACH, PTRACE_INTERRUPT, PTRACE_SEIZE, WALL, kernel
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    while os.getppid() == parent:
+        time.sleep(0.05)
+    os._exit(0)
+k = kernel()
+k.ptrace(PTRACE_SEIZE, child, 0, 0)
+k.ptrace(PTRACE_INTERRUPT, child, 0, 0)
+os.waitpid(child, WALL)
+registers = k.get_regset(child, 1, 1 << 16)
+k.set_regset(child, 1, registers)
+same = int(k.get_regset(child, 1, 1 << 16) == registers)
+mask = k.sigmask(child)
+k.set_sigmask(child, mask | 1 << (signal.SIGUSR1 - 1))
+added = k.sigmask(child) ^ mask
+k.set_sigmask(child, mask)
+try:
+    k.ptrace(PTRACE_SEIZE, child, 0, 0)
+except OSError as e:
+    refused = e.errno
+k.ptrace(PTRACE_DETACH, child, 0, 0)
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+print(len(registers), same, added, refused)
+"""
+
+
+@pytest.mark.parametrize("interpreter", ALL, ids=lambda i: i.name)
+def test_libc_ptrace_is_called_the_same_from_every_python(interpreter: Interpreter, tmp_path):
+    """ncore reaches libc's ptrace through _ctypes, ctypes' C half, which is not a public
+    API: every Python ncore may run on seizes, reads and writes registers and signal mask,
+    sees errno, and detaches."""
+    interpreter.require()
+    command = [interpreter.path, "-c", KERNEL_PROBE]
+    if interpreter.chroot is not None:
+        inside = Path(tempfile.mkdtemp(dir=interpreter.chroot / "tmp"))
+        shutil.copytree(SRC / "ncore", inside / "ncore")
+        command = [str(RUN_IN), str(interpreter.chroot), *command, "/" + str(inside.relative_to(interpreter.chroot))]
+    else:
+        inside = tmp_path
+        command.append(str(SRC))
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        if interpreter.chroot is not None:
+            shutil.rmtree(inside)
+    assert done.returncode == 0, done.stderr
+    size, same, added, refused = map(int, done.stdout.split())
+    assert (size, same, added, refused) == (27 * 8, 1, 1 << (signal.SIGUSR1 - 1), errno.EPERM)
 
 
 def test_the_x86_64_table_matches_the_kernel_layout():

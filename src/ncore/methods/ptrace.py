@@ -50,9 +50,9 @@ from .frame import RETURNED_CODE, RETURNED_SYSCALL_END, SIGRETURN_CODE, SYSCALL_
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import ctypes
     from collections.abc import Callable
     from types import TracebackType
+    from typing import Any
 
 _PTRACE_PEEKTEXT = 1
 _PTRACE_POKETEXT = 4
@@ -164,61 +164,76 @@ class _Fault(Exception):
 
 
 class _Kernel:
-    """libc's ptrace through ctypes, with errno turned into OSError."""
+    """libc's ptrace, with errno turned into OSError, called through ``_ctypes``: the C
+    half of ctypes, whose Python half (the ctypes package) costs 2.5 ms to import, a tenth
+    of a snapshot, for the four C types and the one function needed here."""
 
     def __init__(self) -> None:
-        import ctypes
+        import _ctypes
 
-        self.ctypes = ctypes
-        self._ptrace = ctypes.CDLL(None, use_errno=True).ptrace
-        self._ptrace.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-        self._ptrace.restype = ctypes.c_long
+        def simple(code: str) -> Any:
+            return type(f"c_{code}", (_ctypes._SimpleCData,), {"_type_": code})
+
+        self._c = _ctypes
+        self._char, self._u64 = simple("c"), simple("Q")
+        function = type("ptrace", (_ctypes.CFuncPtr,), {
+            "_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
+            "_argtypes_": (simple("i"), simple("i"), simple("P"), simple("P")),
+            "_restype_": simple("l"),
+        })  # fmt: skip
+        program = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: ncore's Python and its libraries
+        self._ptrace = function(_ctypes.dlsym(program, "ptrace"))
 
     def ptrace(self, request: int, pid: int, address: int = 0, data: int = 0) -> int:
-        self.ctypes.set_errno(0)
+        self._c.set_errno(0)
         result = int(self._ptrace(request, pid, address, data))
         if result == -1:
-            code = self.ctypes.get_errno()
+            code = self._c.get_errno()
             if code:
                 raise OSError(code, os.strerror(code))
         return result
 
     def get_regset(self, pid: int, kind: int, size: int) -> bytes:
-        buffer = self.ctypes.create_string_buffer(size)
+        buffer = self._buffer(size)
         vector = self._iovec(buffer, size)
-        self.ptrace(_PTRACE_GETREGSET, pid, kind, self.ctypes.addressof(vector))
-        return buffer.raw[: vector[1]]
+        self.ptrace(_PTRACE_GETREGSET, pid, kind, self._c.addressof(vector))
+        return buffer.raw[: vector[1]]  # type: ignore[no-any-return]
 
     def set_regset(self, pid: int, kind: int, data: bytes) -> None:
-        buffer = self.ctypes.create_string_buffer(data, len(data))
+        buffer = self._buffer(len(data))
+        buffer.raw = data
         vector = self._iovec(buffer, len(data))
-        self.ptrace(_PTRACE_SETREGSET, pid, kind, self.ctypes.addressof(vector))
+        self.ptrace(_PTRACE_SETREGSET, pid, kind, self._c.addressof(vector))
 
     def sigmask(self, pid: int) -> int:
-        mask = self.ctypes.c_uint64()
-        self.ptrace(_PTRACE_GETSIGMASK, pid, 8, self.ctypes.addressof(mask))
+        mask = self._u64()
+        self.ptrace(_PTRACE_GETSIGMASK, pid, 8, self._c.addressof(mask))
         return int(mask.value)
 
     def set_sigmask(self, pid: int, value: int) -> None:
-        mask = self.ctypes.c_uint64(value)
-        self.ptrace(_PTRACE_SETSIGMASK, pid, 8, self.ctypes.addressof(mask))
+        mask = self._u64(value)
+        self.ptrace(_PTRACE_SETSIGMASK, pid, 8, self._c.addressof(mask))
 
     def syscall_stop(self, pid: int) -> tuple[int, int, int]:
         """(entry or exit, the call's number at entry or its result at exit, the
         instruction pointer) of a thread in a syscall stop."""
-        buffer = self.ctypes.create_string_buffer(88)
-        self.ptrace(_PTRACE_GET_SYSCALL_INFO, pid, 88, self.ctypes.addressof(buffer))
+        buffer = self._buffer(88)
+        self.ptrace(_PTRACE_GET_SYSCALL_INFO, pid, 88, self._c.addressof(buffer))
         op, ip, value = struct.unpack_from("<B7xQ8xq", buffer.raw)
         return op, value, ip
 
     def signal_code(self, pid: int) -> int:
         """si_code of the signal the thread is stopped for (positive: sent by the kernel)."""
-        buffer = self.ctypes.create_string_buffer(128)
-        self.ptrace(_PTRACE_GETSIGINFO, pid, 0, self.ctypes.addressof(buffer))
+        buffer = self._buffer(128)
+        self.ptrace(_PTRACE_GETSIGINFO, pid, 0, self._c.addressof(buffer))
         return int(struct.unpack_from("<i", buffer.raw, 8)[0])
 
-    def _iovec(self, buffer: ctypes.Array[ctypes.c_char], size: int) -> ctypes.Array[ctypes.c_uint64]:
-        return (self.ctypes.c_uint64 * 2)(self.ctypes.addressof(buffer), size)
+    def _buffer(self, size: int) -> Any:
+        """``size`` zeroed bytes of C memory, as ctypes' create_string_buffer makes them."""
+        return (self._char * size)()
+
+    def _iovec(self, buffer: Any, size: int) -> Any:
+        return (self._u64 * 2)(self._c.addressof(buffer), size)
 
 
 _KERNEL: list[_Kernel] = []
@@ -797,7 +812,7 @@ class Ptrace:
         try:
             kernel()
         except (ImportError, OSError, AttributeError) as e:
-            return f"ctypes or libc's ptrace is not available in the Python running ncore ({e}); use --method gdb"
+            return f"_ctypes or libc's ptrace is not available in the Python running ncore ({e}); use --method gdb"
         return None
 
     def inject(self, target: Target, injection: Injection) -> Outcome:
