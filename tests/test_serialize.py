@@ -216,6 +216,28 @@ def test_a_hostile_class_attribute_is_never_asked():
     assert out[1]["k"]["$type"] == f"{__name__}.HostileClass"
 
 
+HostileMeta = hostile(type, "__hash__", "__eq__", "__ne__")
+"""A metaclass whose classes cannot be hashed or compared without its code running."""
+HostileMetaObject = HostileMeta("HostileMetaObject", (), {})
+HostileMetaStr = HostileMeta("HostileMetaStr", (str,), {})
+
+
+def test_a_metaclass_is_never_asked_to_hash_or_compare_its_classes():
+    """Types are told apart by identity: a set or a ``==`` of the classes met (grouping a
+    list's values by type, checking keys, picking a repr) would run the metaclass's code."""
+    wide = [HostileMetaObject() for _ in range(20)]
+    value = {
+        "mixed": [*wide, 1, "x", 2.5, [1]],
+        "keys": [{HostileMetaStr("k"): 1} for _ in range(20)],
+        "records": [{"a": HostileMetaObject(), "b": i} for i in range(20)],
+    }
+    out = encode(value)[0]
+    assert [item["$type"] for item in out["mixed"][:20]] == [f"{__name__}.HostileMetaObject"] * 20
+    assert out["mixed"][20:] == [1, "x", 2.5, [1]]
+    assert out["keys"] == [{"'k'": 1}] * 20
+    assert [record["b"] for record in out["records"]] == list(range(20))
+
+
 def test_shared_parts_are_written_where_they_occur():
     """A part shared by several containers (not a cycle) is written at each place."""
     part = {"x": [1, 2]}

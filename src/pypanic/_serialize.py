@@ -118,22 +118,26 @@ _MODULE_SPEC = type(sys.__spec__)
 """importlib's ModuleSpec."""
 
 _C_REPRS = frozenset(
-    {
-        types.FunctionType,
-        types.BuiltinFunctionType,
-        types.MethodWrapperType,
-        types.WrapperDescriptorType,
-        types.MethodDescriptorType,
-        types.ClassMethodDescriptorType,
-        types.GetSetDescriptorType,
-        types.MemberDescriptorType,
-        types.CodeType,
-    }
+    map(
+        id,
+        (
+            types.FunctionType,
+            types.BuiltinFunctionType,
+            types.MethodWrapperType,
+            types.WrapperDescriptorType,
+            types.MethodDescriptorType,
+            types.ClassMethodDescriptorType,
+            types.GetSetDescriptorType,
+            types.MemberDescriptorType,
+            types.CodeType,
+        ),
+    )
 )
-"""Types whose ``__repr__`` is C code that reads only names, never the value's own code:
-written without ``call_guarded``, whose ``sys.settrace`` costs 15 to 60 µs on 3.12 and
-later (it re-instruments the code that runs next), and a frame's globals hold dozens of
-functions and modules."""
+"""The ids of the types whose ``__repr__`` is C code that reads only names, never the
+value's own code (ids: a set of the types would hash a class, see ``_type_ids``). Their
+values are written without ``call_guarded``, whose ``sys.settrace`` costs 15 to 60 µs on
+3.12 and later (it re-instruments the code that runs next), and a frame's globals hold
+dozens of functions and modules."""
 
 
 class Budget:
@@ -248,7 +252,7 @@ def key_text(key: Any) -> str:
     cls = type(key)
     if cls is int and key.bit_length() > _MAX_INT_BITS:
         return hex(key)
-    if key is None or cls in (bool, int, float):
+    if key is None or cls is bool or cls is int or cls is float:
         word = _finite(key) if cls is float else key
         return word if type(word) is str else json_text(word)
     ok, text = call_guarded(repr, key)
@@ -285,12 +289,29 @@ def larger_than(values: Iterable[Any], items: int) -> bool:
     return False
 
 
+def _type_ids(values: Iterable[Any]) -> set[int]:
+    """The ids of the exact types of ``values``. Types are told apart by identity: a set or
+    a ``==`` of classes would hash or compare them, which runs a metaclass's code."""
+    return set(map(id, map(type, values)))
+
+
+def _all_of(kind: type, values: Iterable[Any]) -> bool:
+    """Whether every one of ``values`` is exactly of type ``kind``."""
+    return all(map(is_, map(type, values), repeat(kind)))
+
+
+_SCANNED = _type_ids(({}, [], ()))
+"""The containers the fast path's scan looks into."""
+
+
 def _by_type(values: list[Any]) -> list[tuple[type, list[Any]]]:
     """``values`` grouped by their exact type."""
-    kinds = set(map(type, values))
-    if len(kinds) <= 1:
-        return [(kind, values) for kind in kinds]
+    if not values:
+        return []
+    if _all_of(type(values[0]), values):
+        return [(type(values[0]), values)]
     types = list(map(type, values))
+    kinds = dict(zip(map(id, types), types)).values()
     return [(kind, list(compress(values, map(is_, types, repeat(kind))))) for kind in kinds]
 
 
@@ -310,14 +331,22 @@ def _held_values(containers: list[Any]) -> tuple[int, list[list[Any]]] | None:
                 continue
             columns.append(list(chain.from_iterable(group)))
             continue
-        if not set(map(type, chain.from_iterable(group))) <= {str}:
+        if not _all_of(str, chain.from_iterable(group)):
             return None
         first = group[0]
         # Every dict holding each of the first one's keys, and no more keys in all than
         # that many each: they all have the same keys. (Every key is an exact string, so
         # looking one up runs no code of a key's own.) Only for several dicts with a few
-        # keys each: a column per key of one wide dict would cost a call per value.
-        if len(group) > 1 and len(first) <= _RECORD_KEYS and sum(map(len, group)) == len(first) * len(group):
+        # keys each: a column per key of one wide dict would cost a call per value. And not
+        # for records holding several containers each: the next level's containers are best
+        # kept in the order the dicts hold them, close in memory, which columns would
+        # interleave (that made a config tree's scan 2.5 times slower).
+        if (
+            len(group) > 1
+            and len(first) <= _RECORD_KEYS
+            and sum(map(_SCANNED.__contains__, map(id, map(type, first.values())))) <= 1
+            and sum(map(len, group)) == len(first) * len(group)
+        ):
             try:
                 columns += [list(map(itemgetter(key), group)) for key in first]
                 key_size += (sum(map(len, first)) + 4 * len(first)) * len(group)
@@ -747,7 +776,7 @@ class Serializer:
 
     def _object(self, obj: Any, cls: type, depth: int) -> dict[str, Any]:
         record = self._record(obj)
-        text = repr(obj) if cls in _C_REPRS else module_repr(obj) if cls is types.ModuleType else None
+        text = repr(obj) if id(cls) in _C_REPRS else module_repr(obj) if cls is types.ModuleType else None
         if text is not None:
             record["repr"] = self._string(text)
         elif class_attribute(cls, "__repr__") is not object.__repr__:
