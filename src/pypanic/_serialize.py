@@ -21,7 +21,7 @@ import types
 # not, spent with the GIL held before a dump writes anything.
 from _json import encode_basestring, make_encoder
 from itertools import chain, compress, islice, repeat
-from operator import is_, itemgetter, mul
+from operator import eq, is_, itemgetter, mul
 from time import monotonic
 
 TYPE_CHECKING = False
@@ -55,6 +55,9 @@ whose text can be written at this pace in the time left; others are walked, and 
 time runs out."""
 _RECORD_KEYS = 64
 """Dicts with at most this many keys, all alike, are scanned as records (a list per key)."""
+_RECORD_WIDTHS = 8
+"""Dicts of at most this many different numbers of keys are scanned as records of each
+number (records with optional fields)."""
 _CLOCK_EVERY = 1024
 """Items of a container walked between two looks at the clock."""
 
@@ -315,6 +318,43 @@ def _by_type(values: list[Any]) -> list[tuple[type, list[Any]]]:
     return [(kind, list(compress(values, map(is_, types, repeat(kind))))) for kind in kinds]
 
 
+def _by_width(dicts: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``dicts`` grouped by their number of keys, when they have a few different numbers
+    (records with optional fields), so that each group may be read as records."""
+    widths = list(map(len, dicts))
+    distinct = set(widths)
+    if len(distinct) == 1 or len(distinct) > _RECORD_WIDTHS:
+        return [dicts]
+    return [list(compress(dicts, map(eq, widths, repeat(width)))) for width in distinct]
+
+
+def _record_columns(dicts: list[dict[str, Any]]) -> list[list[Any]] | None:
+    """A list per key of the first dict, of every dict's value there, when ``dicts`` (whose
+    keys are exact strings) all have the first one's keys and are worth reading so; else
+    None.
+
+    Every dict holding each of the first one's keys, and no more keys in all than that many
+    each: they all have the same keys. (Every key is an exact string, so looking one up runs
+    no code of a key's own.) Only for several dicts with a few keys each: a column per key
+    of one wide dict would cost a call per value. And not for records holding several
+    containers each: the next level's containers are best kept in the order the dicts hold
+    them, close in memory, which columns would interleave (that made a config tree's scan
+    2.5 times slower).
+    """
+    first = dicts[0]
+    if (
+        len(dicts) < 2
+        or len(first) > _RECORD_KEYS
+        or sum(map(_SCANNED.__contains__, map(id, map(type, first.values())))) > 1
+        or sum(map(len, dicts)) != len(first) * len(dicts)
+    ):
+        return None
+    try:
+        return [list(map(itemgetter(key), dicts)) for key in first]
+    except KeyError:
+        return None
+
+
 def _held_values(containers: list[Any]) -> tuple[int, list[list[Any]]] | None:
     """The values held by ``containers`` (exact dicts, lists and tuples) as lists, and the
     length of the text of their keys; None when a key is not an exact string. Dicts with
@@ -333,28 +373,15 @@ def _held_values(containers: list[Any]) -> tuple[int, list[list[Any]]] | None:
             continue
         if not _all_of(str, chain.from_iterable(group)):
             return None
-        first = group[0]
-        # Every dict holding each of the first one's keys, and no more keys in all than
-        # that many each: they all have the same keys. (Every key is an exact string, so
-        # looking one up runs no code of a key's own.) Only for several dicts with a few
-        # keys each: a column per key of one wide dict would cost a call per value. And not
-        # for records holding several containers each: the next level's containers are best
-        # kept in the order the dicts hold them, close in memory, which columns would
-        # interleave (that made a config tree's scan 2.5 times slower).
-        if (
-            len(group) > 1
-            and len(first) <= _RECORD_KEYS
-            and sum(map(_SCANNED.__contains__, map(id, map(type, first.values())))) <= 1
-            and sum(map(len, group)) == len(first) * len(group)
-        ):
-            try:
-                columns += [list(map(itemgetter(key), group)) for key in first]
-                key_size += (sum(map(len, first)) + 4 * len(first)) * len(group)
-                continue
-            except KeyError:
-                pass
-        columns.append(list(chain.from_iterable(map(dict.values, group))))
-        key_size += sum(map(len, chain.from_iterable(group))) + 4 * sum(map(len, group))
+        for same_width in _by_width(group):
+            found = _record_columns(same_width)
+            if found is not None:
+                columns += found
+                first = same_width[0]
+                key_size += (sum(map(len, first)) + 4 * len(first)) * len(same_width)
+            else:
+                columns.append(list(chain.from_iterable(map(dict.values, same_width))))
+                key_size += sum(map(len, chain.from_iterable(same_width))) + 4 * sum(map(len, same_width))
     return key_size, columns
 
 
