@@ -124,6 +124,16 @@ def test_json_native_data_is_unchanged():
     assert encode(value)[0] == value
 
 
+def test_records_of_every_layout_come_back_whole():
+    """Wide lists of dicts, read by the scan as records of each size, as one column, or
+    with their containers kept in order, are written exactly as they are."""
+    optional = [{"id": i, **({"tag": "x"} if i % 3 else {}), **({"seen": [i]} if i % 5 else {})} for i in range(100)]
+    nested = [{"a": {"x": i}, "b": [i, {"y": i}], "c": i} for i in range(50)]
+    renamed = [{f"k{i % 7}": i, "v": 0.5} for i in range(40)]
+    value = {"optional": optional, "nested": nested, "renamed": renamed, "pairs": [[i, str(i)] for i in range(30)]}
+    assert encode(value)[0] == value
+
+
 def test_typed_forms():
     """Types JSON lacks get a readable record naming the type."""
     value = {
