@@ -27,3 +27,52 @@ def test_a_forked_childs_main_thread_has_its_own_native_id(tmp_path):
         threads = json.load(f)["panic.threads"]
     assert threads[0]["current"] is True
     assert threads[0]["native_id"] == int(pid)
+
+
+LOCALS = """
+import json, sys, pypanic
+
+class Namespace(dict):
+    def items(self):
+        raise RuntimeError("the namespace refuses")
+
+class Meta(type):
+    @classmethod
+    def __prepare__(mcs, name, bases):
+        return Namespace()
+
+calls = []
+
+def guarded_calls(frame, event, arg):
+    if event == "c_call" and arg is sys.settrace:  # call_guarded sets and restores the tracer
+        calls.append(frame.f_back.f_code.co_name)
+
+def dump_here(limit):
+    sys.setprofile(guarded_calls)
+    path = pypanic.dump("here", directory=sys.argv[1])
+    sys.setprofile(None)
+    print(path, ",".join(sorted(set(calls))))
+
+def work(count):
+    total = count * 2
+    dump_here(total)
+
+class Body(metaclass=Meta):
+    work(21)
+"""
+
+
+def test_function_locals_are_read_directly_and_a_class_namespace_under_the_guard(tmp_path):
+    """A function's locals are read in C, with no guarded call (its sys.settrace is slow
+    on 3.12 and later); a class body's namespace from a metaclass's __prepare__ is user
+    code, read only under the guard, and its failure becomes that frame's $error."""
+    out = run_with_pypanic(LOCALS.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert out.returncode == 0, out.stderr
+    path, guarded_by = out.stdout.split()
+    with open(path) as f:
+        frames = json.load(f)["panic.threads"][0]["frames"]
+    by_name = {frame["function"]: frame for frame in frames}
+    assert by_name["work"]["locals"] == {"count": 21, "total": 42}
+    assert by_name["dump_here"]["locals"]["limit"] == 42
+    assert "RuntimeError: the namespace refuses" in json.dumps(by_name["Body"]["locals"])
+    assert guarded_by == "_frame_locals", "only the class body's namespace needs a guarded call"

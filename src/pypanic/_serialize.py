@@ -228,6 +228,28 @@ def call_guarded(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
         sys.settrace(previous)
 
 
+def _type_ids(values: Iterable[Any]) -> set[int]:
+    """The ids of the exact types of ``values``. Types are told apart by identity: a set or
+    a ``==`` of classes would hash or compare them, which runs a metaclass's code."""
+    return set(map(id, map(type, values)))
+
+
+_PLAIN_ARGUMENTS = _type_ids(("", 0, 0.0, False, None))
+
+
+def exception_text(exc: BaseException) -> tuple[bool, Any]:
+    """``call_guarded(str, exc)``, without the guard (and its ``sys.settrace``) when the
+    text is BaseException's own of plain arguments: C code that runs none of the
+    exception's."""
+    args = _EXCEPTION_ARGS(exc)
+    if class_attribute(type(exc), "__str__") is BaseException.__str__ and _type_ids(args) <= _PLAIN_ARGUMENTS:
+        try:
+            return True, BaseException.__str__(exc)
+        except Exception:  # an integer too long to write
+            pass
+    return call_guarded(str, exc)
+
+
 def describe_error(e: BaseException) -> str:
     """``Type: message`` for an exception, without running the exception's own code."""
     args = _EXCEPTION_ARGS(e)
@@ -290,12 +312,6 @@ def larger_than(values: Iterable[Any], items: int) -> bool:
         if count > items:
             return True
     return False
-
-
-def _type_ids(values: Iterable[Any]) -> set[int]:
-    """The ids of the exact types of ``values``. Types are told apart by identity: a set or
-    a ``==`` of classes would hash or compare them, which runs a metaclass's code."""
-    return set(map(id, map(type, values)))
 
 
 def _all_of(kind: type, values: Iterable[Any]) -> bool:
@@ -697,12 +713,16 @@ class Serializer:
 
     def _guarded_text(self, fn: Callable[..., Any], *args: Any) -> Any:
         """The string ``fn(*args)`` returns, run under the time limit, or an ``$error``."""
-        ok, text = call_guarded(fn, *args)
+        return self._returned_text(*call_guarded(fn, *args), getattr(fn, "__name__", "the call"))
+
+    def _returned_text(self, ok: bool, text: Any, call: str) -> Any:
+        """What ``call`` gave (``ok``: it returned ``text``, else ``text`` says why it
+        failed) as a string, or an ``$error``."""
         if not ok:
             return {"$error": text}
         text = plain_text(text)
         if text is None:
-            return {"$error": f"{getattr(fn, '__name__', 'the call')} returned a non-string"}
+            return {"$error": f"{call} returned a non-string"}
         return self._string(text[: max(self.max_string, _REPR_CHARS)])
 
     def _container(self, obj: Any, cls: type, depth: int) -> Any:
@@ -784,7 +804,7 @@ class Serializer:
         return record
 
     def _exception(self, exc: BaseException, depth: int) -> dict[str, Any]:
-        record = self._record(exc, message=self._guarded_text(str, exc))
+        record = self._record(exc, message=self._returned_text(*exception_text(exc), "str"))
         self._path.append("args")
         record["args"] = self._walk(_EXCEPTION_ARGS(exc), depth + 1)
         self._path.pop()

@@ -15,7 +15,7 @@ import types
 from _thread import get_ident, get_native_id
 
 from . import _source
-from ._serialize import Budget, Serializer, call_guarded, type_name
+from ._serialize import Budget, Serializer, call_guarded, exception_text, type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,6 +37,15 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _PAYLOAD = "<ncore payload>"
 _PAYLOAD_MODULE = "__ncore_payload__"
 _CO_OPTIMIZED = 0x1
+
+
+def _function_locals() -> type:
+    """What ``f_locals`` of a function's frame is: a dict, and from 3.13 a FrameLocalsProxy.
+    Either is read in C, running no code of the program's (nor a guarded call's settrace)."""
+    return type(sys._getframe().f_locals)
+
+
+_FUNCTION_LOCALS = _function_locals()
 
 
 def own_frame(frame: types.FrameType) -> bool:
@@ -81,9 +90,13 @@ class StackReader:
 
     def _frame_locals(self, frame: types.FrameType, where: str) -> dict[str, Any]:
         assert self._locals is not None
-        ok, names = call_guarded(lambda: list(frame.f_locals.items()))
-        if not ok:
-            return {"$error": names}
+        mapping = frame.f_locals
+        if type(mapping) is dict or type(mapping) is _FUNCTION_LOCALS:
+            names = list(mapping.items())
+        else:  # a class body's namespace from a metaclass's __prepare__, exec's own mapping
+            ok, names = call_guarded(lambda: list(mapping.items()))
+            if not ok:
+                return {"$error": names}
         in_function = bool(frame.f_code.co_flags & _CO_OPTIMIZED)
         out: dict[str, Any] = {}
         for name, value in names[: LOCALS_LIMITS["items"]]:
@@ -155,7 +168,7 @@ class StackReader:
 
     def _exception(self, exc: BaseException, seen: set[int]) -> dict[str, Any]:
         seen.add(id(exc))
-        ok, message = call_guarded(str, exc)
+        ok, message = exception_text(exc)
         record: dict[str, Any] = {"type": type_name(exc), "message": message if ok else {"$error": message}}
         tb_frames: list[tuple[types.FrameType, int | None]] = []
         tb = exc.__traceback__
@@ -206,7 +219,7 @@ def error_text(exc: BaseException) -> str:
     """The ``panic.error`` text: ``EXCEPTION: <Type>: <message>``, then the whole traceback,
     as ``traceback.format_exception`` writes it without its ``^^^`` marks (they need ``ast``).
     An exception group is formatted by ``traceback`` itself."""
-    ok, message = call_guarded(str, exc)
+    ok, message = exception_text(exc)
     head = f"EXCEPTION: {type_name(exc)}: {message if ok else '<' + message + '>'}"
     chain: list[tuple[BaseException, str]] = []
     link, seen = exc, set()
@@ -256,7 +269,7 @@ def _traceback_lines(exc: BaseException) -> list[str]:
         tb = tb.tb_next
         if repeats >= _REPEATS_SHOWN and (tb is None or _where(tb) != last):
             lines.append(f"  [Previous line repeated {repeats - _REPEATS_SHOWN + 1} more times]\n")
-    ok, message = call_guarded(str, exc)
+    ok, message = exception_text(exc)
     message = message if ok else f"<exception str() failed: {message}>"
     name = type_name(exc)
     lines.append(f"{name}: {message}\n" if message else f"{name}\n")
