@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import sys
 import time
 
@@ -66,6 +65,14 @@ def _answer(directory: str, result: dict[str, str | None], name: str = "result")
     os.rename(temporary, os.path.join(directory, name))
 
 
+def _pause(seconds: float) -> None:
+    """Sleep in select (see above). Imported here: ncore, which imports this module for
+    the fields' format, need not load select."""
+    import select
+
+    select.select([], [], [], seconds)
+
+
 def _wait_for_ack(directory: str, seconds: float, lock: int) -> None:
     """Wait for ncore's ``ack``, at most ``seconds``, and no longer than ncore lives (it
     holds the lock shared: only once it is gone can the payload take it alone)."""
@@ -77,7 +84,7 @@ def _wait_for_ack(directory: str, seconds: float, lock: int) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            select.select([], [], [], pause)
+            _pause(pause)
             pause = min(pause * 2, 0.002)
 
 
@@ -92,7 +99,7 @@ def _share_lock(directory: str) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             return fd
         except BlockingIOError:
-            select.select([], [], [], 0.001)
+            _pause(0.001)
     os.close(fd)
     return None
 
