@@ -76,3 +76,52 @@ def test_function_locals_are_read_directly_and_a_class_namespace_under_the_guard
     assert by_name["dump_here"]["locals"]["limit"] == 42
     assert "RuntimeError: the namespace refuses" in json.dumps(by_name["Body"]["locals"])
     assert guarded_by == "_frame_locals", "only the class body's namespace needs a guarded call"
+
+
+HOSTILE_METACLASS = """
+import asyncio, json, sys, pypanic
+
+ran = []
+
+class Meta(type):
+    def __hash__(cls):
+        ran.append("__hash__")
+        raise RuntimeError("hashed")
+
+    def __eq__(cls, other):
+        ran.append("__eq__")
+        raise RuntimeError("compared")
+
+class Odd(metaclass=Meta):
+    pass
+
+class OddTask(asyncio.Task, metaclass=type("TaskMeta", (Meta, type(asyncio.Task)), {})):
+    pass
+
+async def holder():
+    odd = Odd()
+    path = pypanic.dump("here", directory=sys.argv[1])
+    print(path, ",".join(sorted(set(ran))) or "-")
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await OddTask(holder(), loop=loop, name="odd")
+
+asyncio.run(main())
+"""
+
+
+def test_a_metaclass_is_never_asked_to_hash_or_compare_while_tasks_are_read(tmp_path):
+    """In a process with asyncio, every local is checked for a loop, task or future, and
+    every task's type for asyncio's own: by identity, so that a metaclass's ``__hash__``
+    and ``__eq__`` never run (they did, unguarded, for every such local)."""
+    out = run_with_pypanic(HOSTILE_METACLASS.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert out.returncode == 0, out.stderr
+    path, ran = out.stdout.split()
+    assert ran == "-"
+    with open(path) as f:
+        dump = json.load(f)
+    frames = {frame["function"]: frame for frame in dump["panic.threads"][0]["frames"]}
+    assert frames["holder"]["locals"]["odd"]["$type"] == "__main__.Odd"
+    tasks = [task for loop in dump["panic.asyncio"]["loops"] for task in loop["tasks"]]
+    assert [task["name"] for task in tasks if task.get("name") == "odd"] == ["odd"]

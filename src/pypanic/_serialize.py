@@ -314,6 +314,12 @@ def larger_than(values: Iterable[Any], items: int) -> bool:
     return False
 
 
+def one_of(kind: type, kinds: tuple[type, ...]) -> bool:
+    """Whether ``kind`` is one of ``kinds``, by identity: ``in`` compares classes with
+    ``==``, which runs a metaclass's ``__eq__``."""
+    return any(kind is k for k in kinds)
+
+
 def _all_of(kind: type, values: Iterable[Any]) -> bool:
     """Whether every one of ``values`` is exactly of type ``kind``."""
     return all(map(is_, map(type, values), repeat(kind)))

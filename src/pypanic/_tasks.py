@@ -24,7 +24,7 @@ import time
 import types
 from _thread import get_ident
 
-from ._serialize import call_guarded, class_attribute, plain_text, type_name
+from ._serialize import call_guarded, class_attribute, one_of, plain_text, type_name
 from ._stacks import own_frame
 
 TYPE_CHECKING = False
@@ -63,13 +63,16 @@ def reference_maker() -> Callable[[Any], Any] | None:
         return None
     kinds = [("loop", asyncio.AbstractEventLoop), ("task", asyncio.Task), ("future", asyncio.Future)]
     kinds += [("handle", asyncio.Handle)]
-    known: dict[type, str | None] = {}
+    known: dict[int, tuple[type, str | None]] = {}
+    """By the id of the type (a dict of types would hash them: a metaclass's code), with
+    the type itself, which tells a type from a later one at the same address."""
 
     def refer(value: Any) -> Any:
         kind = type(value)
-        if kind not in known:
-            known[kind] = next((name for name, base in kinds if issubclass(kind, base)), None)
-        name = known[kind]
+        found = known.get(id(kind))
+        if found is None or found[0] is not kind:
+            found = known[id(kind)] = kind, next((name for name, base in kinds if issubclass(kind, base)), None)
+        name = found[1]
         return None if name is None else {"$asyncio": name, "$type": type_name(value), "id": hex(id(value))}
 
     return refer
@@ -97,7 +100,8 @@ class _Reader:
         self.registered: list[Any] = []
         """The tasks in asyncio's Python registries."""
         self.names: dict[int, Any] = {}
-        self.trusted: dict[type, bool] = {}
+        self.trusted: dict[int, tuple[type, bool]] = {}
+        """Which types are trusted, by id, as ``reference_maker``'s cache."""
         self.awaited: dict[int, Any] = {}
         """The tasks awaited by those described so far, by id."""
         self.now: float | None = None
@@ -180,9 +184,8 @@ class _Reader:
                 return list(everything(loop))
             except Exception:
                 pass
-        own = self.own_types
-        mine = [t for t in self.registered if (t._loop if type(t) in own else self._attribute(t, "_loop")) is loop]
-        return [t for t in mine if (t._state if type(t) in own else self._attribute(t, "_state")) == "PENDING"]
+        mine = [t for t in self.registered if self._task_field(t, "_loop") is loop]
+        return [t for t in mine if self._task_field(t, "_state") == "PENDING"]
 
     # -- records ------------------------------------------------------------------------
 
@@ -269,7 +272,8 @@ class _Reader:
         if type(function) is types.FunctionType:
             record["file"], record["line"] = function.__code__.co_filename, function.__code__.co_firstlineno
         bound = (types.MethodType, types.BuiltinMethodType)
-        if type(callback) in bound or type(callback).__name__ in ("TaskStepMethWrapper", "TaskWakeupMethWrapper"):
+        wrapper = type_name(callback).rsplit(".", 1)[-1] in ("TaskStepMethWrapper", "TaskWakeupMethWrapper")
+        if one_of(type(callback), bound) or wrapper:
             owner = getattr(callback, "__self__", None)
             if owner is not None and self._is_task(owner):
                 record["task"] = hex(id(owner))
@@ -408,6 +412,11 @@ class _Reader:
     def _is_task(self, obj: Any) -> bool:
         return issubclass(type(obj), self.own_types) or issubclass(type(obj), self.asyncio.Task)
 
+    def _task_field(self, task: Any, name: str) -> Any:
+        """A field of a task: read directly from asyncio's own task types, else as any
+        attribute of the application's objects is."""
+        return getattr(task, name) if one_of(type(task), self.own_types) else self._attribute(task, name)
+
     def _pure_python_loop(self, loop: Any) -> bool:
         return issubclass(type(loop), self.asyncio.BaseEventLoop)
 
@@ -427,7 +436,7 @@ class _Reader:
         for base in (*self.own_types, *self.future_types):
             if issubclass(kind, base):
                 found = class_attribute(kind, name)
-                if found is not None and found is class_attribute(base, name) and type(found) in _C_DESCRIPTORS:
+                if found is not None and found is class_attribute(base, name) and one_of(type(found), _C_DESCRIPTORS):
                     try:
                         return found.__get__(obj, kind)
                     except Exception:
@@ -438,12 +447,13 @@ class _Reader:
 
     def _trusted(self, kind: type) -> bool:
         """Whether ``kind`` is asyncio's (or uvloop's) own, whose methods run no code of the application."""
-        if kind in self.trusted:
-            return self.trusted[kind]
+        found = self.trusted.get(id(kind))
+        if found is not None and found[0] is kind:
+            return found[1]
         module = getattr(kind, "__module__", "")
-        trusted = kind in self.own_types or kind in self.future_types
+        trusted = one_of(kind, self.own_types) or one_of(kind, self.future_types)
         trusted = trusted or (type(module) is str and (module.startswith("asyncio.") or module in _TRUSTED_MODULES))
-        self.trusted[kind] = trusted
+        self.trusted[id(kind)] = kind, trusted
         return trusted
 
     def _call(self, method: Any, owner: Any, *args: Any) -> tuple[bool, Any]:
@@ -475,14 +485,14 @@ class _Reader:
             return None
 
     def _name(self, task: Any) -> Any:
-        if type(task) in self.own_types:
+        if one_of(type(task), self.own_types):
             return task.get_name()
         if id(task) in self.names:
             return self.names[id(task)]
         getter = self._attribute(task, "get_name")
         if getter is None:
             name = None
-        elif type(task) in self.own_types:
+        elif one_of(type(task), self.own_types):
             name = getter()
         else:
             ok, name = self._guarded(getter)
@@ -520,7 +530,7 @@ def _callable_name(obj: Any) -> str | None:
         code = obj.__func__.__code__ if type(obj.__func__) is types.FunctionType else None
     elif kind is types.FunctionType:
         code = obj.__code__
-    elif kind in (types.BuiltinFunctionType, types.BuiltinMethodType):
+    elif kind is types.BuiltinFunctionType:  # the same type as BuiltinMethodType
         return str(obj.__qualname__)
     else:
         return type_name(obj)
@@ -528,4 +538,4 @@ def _callable_name(obj: Any) -> str | None:
 
 
 def _number(value: Any) -> float | int | None:
-    return value if type(value) in (int, float) else None
+    return value if type(value) is int or type(value) is float else None
