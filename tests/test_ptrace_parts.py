@@ -45,8 +45,10 @@ def state():
 
 before = state()
 print("ready", flush=True)
+started = time.monotonic()
 time.sleep(3)
 print("slept", "same" if state() == before else f"changed from {before} to {state()}", flush=True)
+print("for at least 3 s" if time.monotonic() - started >= 3 else "cut short", flush=True)
 """
 
 
@@ -252,7 +254,7 @@ def test_extended_state_comes_back(sleeper):
     with borrow(target) as tracee:
         assert tracee.extended is not None and tracee.extended[XMM0 : XMM0 + 8] == saved
     assert blocked_signals(target.pid) == mask
-    assert process.communicate(timeout=10)[0] == "slept same\n"
+    assert process.communicate(timeout=10)[0] == "slept same\nfor at least 3 s\n"
 
 
 def test_the_frame_alone_brings_the_thread_back(sleeper):
@@ -262,7 +264,6 @@ def test_the_frame_alone_brings_the_thread_back(sleeper):
     process, target = sleeper
     get_max = get_max_address(target)
     mask = blocked_signals(target.pid)
-    started = time.monotonic()
     with borrow(target) as tracee:
         assert tracee.extended is not None
         saved = tracee.extended[XMM0 : XMM0 + 8]
@@ -275,8 +276,7 @@ def test_the_frame_alone_brings_the_thread_back(sleeper):
     assert blocked_signals(target.pid) == mask
     with borrow(target) as tracee:
         assert tracee.extended is not None and tracee.extended[XMM0 : XMM0 + 8] == saved
-    assert process.communicate(timeout=10)[0] == "slept same\n"
-    assert 2.9 < time.monotonic() - started < 4
+    assert process.communicate(timeout=10)[0] == "slept same\nfor at least 3 s\n"
 
 
 def test_a_crashing_call_is_taken_back(sleeper):
@@ -286,7 +286,7 @@ def test_a_crashing_call_is_taken_back(sleeper):
         map_page(tracee)
         with pytest.raises(ptrace._Fault):
             tracee.call("nothing", 0)
-    assert process.communicate(timeout=10)[0] == "slept same\n"
+    assert process.communicate(timeout=10)[0] == "slept same\nfor at least 3 s\n"
     assert process.returncode == 0
 
 
@@ -306,4 +306,4 @@ def test_memory_is_poked_where_proc_mem_refuses_to_write_it(sleeper, monkeypatch
         map_page(tracee)
         assert tracee.call("PyGILState_Check", api["PyGILState_Check"]) == 0
     assert "through PTRACE_POKETEXT" in tracee.transcript[0]
-    assert process.communicate(timeout=10)[0] == "slept same\n"
+    assert process.communicate(timeout=10)[0] == "slept same\nfor at least 3 s\n"
