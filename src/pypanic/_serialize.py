@@ -138,9 +138,8 @@ _C_REPRS = frozenset(
 )
 """The ids of the types whose ``__repr__`` is C code that reads only names, never the
 value's own code (ids: a set of the types would hash a class, see ``_type_ids``). Their
-values are written without ``call_guarded``, whose ``sys.settrace`` costs 15 to 60 µs on
-3.12 and later (it re-instruments the code that runs next), and a frame's globals hold
-dozens of functions and modules."""
+values are written without ``call_guarded``, whose ``sys.settrace`` is slow on 3.12 and
+later (it re-instruments the code that runs next)."""
 
 
 class Budget:
@@ -367,7 +366,7 @@ def _record_columns(dicts: list[dict[str, Any]]) -> list[list[Any]] | None:
     if (
         len(dicts) < 2
         or len(first) > _RECORD_KEYS
-        or sum(map(_SCANNED.__contains__, map(id, map(type, first.values())))) > 1
+        or sum(id(type(value)) in _SCANNED for value in first.values()) > 1
         or sum(map(len, dicts)) != len(first) * len(dicts)
     ):
         return None

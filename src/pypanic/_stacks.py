@@ -15,7 +15,7 @@ import types
 from _thread import get_ident, get_native_id
 
 from . import _source
-from ._serialize import Budget, Serializer, call_guarded, exception_text, type_name
+from ._serialize import Budget, Serializer, call_guarded, describe_error, exception_text, type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,7 +90,10 @@ class StackReader:
 
     def _frame_locals(self, frame: types.FrameType, where: str) -> dict[str, Any]:
         assert self._locals is not None
-        mapping = frame.f_locals
+        try:
+            mapping = frame.f_locals
+        except Exception as e:  # out of memory for the copy a frame's locals are read into
+            return {"$error": describe_error(e)}
         if type(mapping) is dict or type(mapping) is _FUNCTION_LOCALS:
             names = list(mapping.items())
         else:  # a class body's namespace from a metaclass's __prepare__, exec's own mapping

@@ -176,9 +176,10 @@ class _Kernel:
 
         self._c = _ctypes
         self._char, self._u64 = simple("c"), simple("Q")
+        number, pointer = simple("i"), simple("P")
         function = type("ptrace", (_ctypes.CFuncPtr,), {
             "_flags_": _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO,
-            "_argtypes_": (simple("i"), simple("i"), simple("P"), simple("P")),
+            "_argtypes_": (number, number, pointer, pointer),
             "_restype_": simple("l"),
         })  # fmt: skip
         program = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: ncore's Python and its libraries
