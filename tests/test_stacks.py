@@ -125,3 +125,50 @@ def test_a_metaclass_is_never_asked_to_hash_or_compare_while_tasks_are_read(tmp_
     assert frames["holder"]["locals"]["odd"]["$type"] == "__main__.Odd"
     tasks = [task for loop in dump["panic.asyncio"]["loops"] for task in loop["tasks"]]
     assert [task["name"] for task in tasks if task.get("name") == "odd"] == ["odd"]
+
+
+READ_ONCE = """
+import json, sys, threading, pypanic
+
+class Counted:
+    reprs = 0
+    def __repr__(self):
+        Counted.reprs += 1
+        return "counted"
+
+def other(started, stop):
+    mine = Counted()
+    started.set()
+    stop.wait()
+
+def snapshot():
+    here = Counted()
+    path = pypanic.dump("here", directory=sys.argv[1])
+    print(path, Counted.reprs)
+
+started, stop = threading.Event(), threading.Event()
+thread = threading.Thread(target=other, args=(started, stop))
+thread.start()
+started.wait()
+snapshot()
+stop.set()
+thread.join()
+"""
+
+
+def test_a_snapshot_reads_each_frame_of_its_own_stack_once(tmp_path):
+    """A snapshot's exception is raised where the dump began, so its traceback is the
+    dumping thread's own stack: each of those frames is read once and written in both
+    places (a local's repr runs once), and another thread's frames are read as before."""
+    out = run_with_pypanic(READ_ONCE.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert out.returncode == 0, out.stderr
+    path, reprs = out.stdout.split()
+    with open(path) as f:
+        dump = json.load(f)
+    current, waiting = sorted(dump["panic.threads"], key=lambda thread: not thread["current"])
+    in_thread = {frame["function"]: frame for frame in current["frames"]}
+    in_exception = {frame["function"]: frame for frame in dump["panic.exception"]["frames"]}
+    assert in_exception["snapshot"] == in_thread["snapshot"]
+    assert in_thread["snapshot"]["locals"]["here"] == {"$type": "__main__.Counted", "repr": "counted"}
+    assert {frame["function"]: frame for frame in waiting["frames"]}["other"]["locals"]["mine"]["repr"] == "counted"
+    assert reprs == "2", "one repr for the dumping thread's local, one for the other thread's"

@@ -72,12 +72,19 @@ class StackReader:
         self.refer: Callable[[Any], Any] = lambda value: None
         """A short record for a local that is described elsewhere in the dump (an event loop,
         a task), or None to serialize it."""
+        self._described: dict[tuple[int, int | None], tuple[types.FrameType, dict[str, Any]]] = {}
+        """The frames described so far, by id and line (the frame kept, so that its id is not
+        reused): a snapshot's exception is raised where the dump began, so its traceback is
+        the same frames as the dumping thread's stack, and each is read once."""
 
     # -- frames -------------------------------------------------------------------------
 
     def frame(self, frame: types.FrameType, lineno: int | None) -> dict[str, Any]:
         code = frame.f_code
         line = lineno if lineno is not None else frame.f_lineno
+        described = self._described.get((id(frame), line))
+        if described is not None:
+            return described[1]
         record: dict[str, Any] = {
             "file": code.co_filename,
             "line": line,
@@ -86,6 +93,7 @@ class StackReader:
         }
         if self._locals is not None:
             record["locals"] = self._frame_locals(frame, record["function"])
+        self._described[id(frame), line] = (frame, record)
         return record
 
     def _frame_locals(self, frame: types.FrameType, where: str) -> dict[str, Any]:
