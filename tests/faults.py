@@ -24,6 +24,22 @@ from .interpreters import ALL, Interpreter, Workspace
 
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGHUP": signal.SIGHUP, "SIGINT-group": signal.SIGINT}
 """What is sent to ncore: to ncore itself, or (Ctrl-C) to its whole process group."""
+
+
+def _name(number: int) -> str:
+    if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+    return signal.Signals(number).name
+
+
+OTHER_SIGNALS = {_name(number): number for number in sorted(signal.valid_signals()) if number not in SIGNALS.values()}
+"""Every other signal Linux can send ncore: those that end it as SIGKILL does (no handler
+runs), those it ignores, and those that stop it (sent SIGCONT after STOPPED_SECONDS)."""
+STOPPING = {"SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU"}
+IGNORED = {"SIGCHLD", "SIGCONT", "SIGURG", "SIGWINCH", "SIGPIPE", "SIGXFSZ"}
+"""Ignored by default, or by Python (SIGPIPE, SIGXFSZ): ncore must finish its dump as if
+nothing had come, and so must one stopped and continued."""
+STOPPED_SECONDS = 0.3
 KINDS = ["busy", "both-busy", "churn", "sleep", "select", "event", "accept", "main-blocked-worker-busy"]
 RUNNING = {"busy", "both-busy", "churn"}
 SETTLE_SECONDS = 15.0
@@ -126,12 +142,15 @@ def interrupt(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
     time.sleep(plan.delay_ms / 1000)
-    number = SIGNALS[plan.signal_name]
+    number = SIGNALS.get(plan.signal_name) or OTHER_SIGNALS[plan.signal_name]
     try:
         if plan.signal_name == "SIGINT-group":
             os.killpg(ncore.pid, number)
         else:
             os.kill(ncore.pid, number)
+        if plan.signal_name in STOPPING:
+            time.sleep(STOPPED_SECONDS)
+            os.kill(ncore.pid, signal.SIGCONT)
     except ProcessLookupError:
         pass
     problems = []
@@ -141,7 +160,8 @@ def interrupt(
         ncore.kill()
         out, err = ncore.communicate()
         problems.append(f"ncore did not end within 60 s of {plan.signal_name}")
-    if ncore.returncode not in (0, -number, 128 + number) and not _interrupted_while_starting(ncore.returncode, err):
+    expected = (0,) if plan.signal_name in STOPPING | IGNORED else (0, -number, 128 + number)
+    if ncore.returncode not in expected and not _interrupted_while_starting(ncore.returncode, err):
         problems.append(f"ncore ended with {ncore.returncode}: {out.strip()[-300:]} {err.strip()[-300:]}")
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -20,8 +21,8 @@ import pytest
 
 from ncore.private import HALF_MADE_SECONDS
 
-from ..faults import KINDS, RUNNING, SIGNALS, Plan, interrupt, left_running, start_target
-from ..interpreters import ALL, HOST, Interpreter
+from ..faults import KINDS, NCORE, OTHER_SIGNALS, RUNNING, SIGNALS, Plan, interrupt, left_running, start_target
+from ..interpreters import ALL, HOST, IN_CHROOT, Interpreter
 from .conftest import chroot_gdb, load_dump, run_ncore
 
 SEED = 10
@@ -95,6 +96,44 @@ def test_interrupting_ncore_never_harms_the_target(processes, workspace_for, int
         time.sleep(HALF_MADE_SECONDS + 1)
         run_ncore("--keep-running", str(targets["busy"][0].pid), gdb=env["NCORE_GDB"])
     assert private_directories(interpreter) <= before, "private directories or locks were left behind"
+
+
+EVERY_SIGNAL_ON = [HOST[3], IN_CHROOT[1]]
+"""pyenv's 3.12 and sid's 3.14 (ptrace, and remote exec)."""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("interpreter", EVERY_SIGNAL_ON, ids=lambda i: i.name)
+def test_every_other_signal_to_ncore_never_harms_the_target(processes, workspace_for, interpreter):
+    """Each of the other 58 signals sent to ncore at a random moment, with the target held
+    by ptrace (sleep: a direct call, ncore attached throughout the dump) or not (busy: a
+    pending call; and through remote exec on 3.14). Those that end ncore by default
+    (SIGQUIT, SIGSEGV, SIGUSR1, SIGALRM, the real-time signals...) leave the target as
+    SIGKILL does; those ignored (SIGCHLD, SIGWINCH, SIGPIPE...) and those that stop it
+    (SIGSTOP, then SIGCONT after 0.3 s; SIGTSTP, SIGTTIN and SIGTTOU, which the kernel
+    drops for ncore's orphaned process group) leave ncore's dump to finish: exit 0. Every
+    target lives on, untraced, and works. Moments start at 40 ms: before that only the
+    interpreter starts, which the main soak's four signals cover."""
+    interpreter.require()
+    draw = random.Random(f"{SEED}-every-{interpreter.name}")
+    targets = {}
+    for kind in ("busy", "sleep"):
+        space = workspace_for(interpreter)
+        targets[kind] = (start_target(interpreter, kind, space), space)
+        processes.started.append(targets[kind][0])
+    methods = [("ptrace", "busy"), ("ptrace", "sleep")]
+    if interpreter.name == "sid-3.14":
+        methods.append(("remote-exec", "busy"))
+    plans = [Plan(interpreter, method, kind, name, draw.randrange(40, 400))
+             for method, kind in methods for name in OTHER_SIGNALS]  # fmt: skip
+    no_core = ("prlimit", "--core=0", "--", *NCORE)  # SIGQUIT, SIGSEGV... would write ncore's core
+    harmed = []
+    for plan in plans:
+        problems = interrupt(plan, targets[plan.kind][0], dict(os.environ), no_core)
+        harmed += [f"{plan}: {problem}" for problem in problems]
+    harmed += still_working(interpreter, targets)
+    assert not harmed, f"{len(harmed)} of {len(plans)} interrupts harmed the target:\n" + "\n".join(harmed)
 
 
 SIGNAL_KINDS = ["busy", "sleep", "accept"]
@@ -211,6 +250,40 @@ time.sleep(1000)
     assert process.poll() is None and left_running(process.pid) is None
     assert not space.dumps()
     assert private_directories(HOST[3]) <= before
+
+
+def _state_and_tracer(pid: int) -> tuple[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in status)
+    return fields["State"].split()[0], int(fields["TracerPid"])
+
+
+def test_ctrl_z_while_ncore_holds_the_target_waits_for_the_dump(processes, start_service):
+    """Ctrl-Z (SIGTSTP to ncore's process group, a job of this session, as a shell runs it)
+    while ncore holds a sleeping target in the middle of its dump (a direct call: ncore is
+    its tracer throughout): ncore finishes the dump and lets the target go before it
+    suspends itself, so a suspended ncore never keeps the target stopped; continued, it
+    exits 0 with the dump."""
+    service = start_service(HOST[3], "sleep", env={"SERVICE_SLOW_DUMP": "0.5"})
+    argv = [sys.executable, "-m", "ncore", "--json", "--keep-running", "--method", "ptrace", str(service.pid)]
+    # A process group of its own in this session (Popen's process_group is 3.11's): not
+    # orphaned, so SIGTSTP's default action would stop it. setpgrp is one system call.
+    ncore = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, preexec_fn=os.setpgrp)  # noqa: PLW1509
+    processes.started.append(ncore)
+    deadline = time.monotonic() + 30
+    while _state_and_tracer(service.pid)[1] == 0:  # ncore's thread that traces (its tid)
+        assert ncore.poll() is None and time.monotonic() < deadline, "ncore never attached to the target"
+        time.sleep(0.002)
+    os.killpg(ncore.pid, signal.SIGTSTP)
+    while _state_and_tracer(ncore.pid)[0] != "T":
+        assert ncore.poll() is None and time.monotonic() < deadline, "ncore did not suspend itself"
+        time.sleep(0.002)
+    assert left_running(service.pid) is None, "the target was kept stopped or traced by a suspended ncore"
+    assert service.space.dumps(), "ncore suspended itself before the dump was written"
+    os.kill(ncore.pid, signal.SIGCONT)
+    out, _ = ncore.communicate(timeout=30)
+    assert ncore.returncode == 0, out
+    assert json.loads(out)["status"] == "dumped"
 
 
 def test_directories_left_without_a_lock_are_swept(start_service):
