@@ -95,7 +95,13 @@ class Meta(type):
 class Odd(metaclass=Meta):
     pass
 
-class OddTask(asyncio.Task, metaclass=type("TaskMeta", (Meta, type(asyncio.Task)), {})):
+class TaskMeta(Meta):
+    @property
+    def __module__(cls):  # a class body's own __module__ would hide one inherited
+        ran.append("__module__")
+        return "asyncio.pretended"
+
+class OddTask(asyncio.Task, metaclass=TaskMeta):
     pass
 
 async def holder():
@@ -114,7 +120,9 @@ asyncio.run(main())
 def test_a_metaclass_is_never_asked_to_hash_or_compare_while_tasks_are_read(tmp_path):
     """In a process with asyncio, every local is checked for a loop, task or future, and
     every task's type for asyncio's own: by identity, so that a metaclass's ``__hash__``
-    and ``__eq__`` never run (they did, unguarded, for every such local)."""
+    and ``__eq__`` never run (they did, unguarded, for every such local), and by the
+    module the class records, read in C, so that a metaclass's ``__module__`` property
+    does not run either."""
     out = run_with_pypanic(HOSTILE_METACLASS.replace("sys.argv[1]", repr(str(tmp_path))))
     assert out.returncode == 0, out.stderr
     path, ran = out.stdout.split()

@@ -179,15 +179,22 @@ def class_name(cls: type, *, builtins: bool = False) -> str:
         name = _CLASS_QUALNAME(cls)
     except Exception:
         return "?"
+    module = class_module(cls)
+    if type(name) is not str:
+        return "?"
+    if module is None or (module == "builtins" and not builtins):
+        return name
+    return f"{module}.{name}"
+
+
+def class_module(cls: type) -> str | None:
+    """The module a class records it was defined in (None if it records none), read in C:
+    a ``__module__`` property of its metaclass does not run."""
     try:
         module = _CLASS_MODULE(cls)
     except Exception:
-        module = None
-    if type(name) is not str:
-        return "?"
-    if type(module) is not str or (module == "builtins" and not builtins):
-        return name
-    return f"{module}.{name}"
+        return None
+    return module if type(module) is str else None
 
 
 def type_name(obj: Any) -> str:

@@ -24,7 +24,7 @@ import time
 import types
 from _thread import get_ident
 
-from ._serialize import call_guarded, class_attribute, one_of, plain_text, type_name
+from ._serialize import call_guarded, class_attribute, class_module, one_of, plain_text, type_name
 from ._stacks import own_frame
 
 TYPE_CHECKING = False
@@ -450,9 +450,9 @@ class _Reader:
         found = self.trusted.get(id(kind))
         if found is not None and found[0] is kind:
             return found[1]
-        module = getattr(kind, "__module__", "")
+        module = class_module(kind) or ""
         trusted = one_of(kind, self.own_types) or one_of(kind, self.future_types)
-        trusted = trusted or (type(module) is str and (module.startswith("asyncio.") or module in _TRUSTED_MODULES))
+        trusted = trusted or module.startswith("asyncio.") or module in _TRUSTED_MODULES
         self.trusted[id(kind)] = kind, trusted
         return trusted
 
