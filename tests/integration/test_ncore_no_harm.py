@@ -252,12 +252,6 @@ time.sleep(1000)
     assert private_directories(HOST[3]) <= before
 
 
-def _state_and_tracer(pid: int) -> tuple[str, int]:
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    fields = dict(line.split(":", 1) for line in status)
-    return fields["State"].split()[0], int(fields["TracerPid"])
-
-
 def test_ctrl_z_while_ncore_holds_the_target_waits_for_the_dump(processes, start_service):
     """Ctrl-Z (SIGTSTP to ncore's process group, a job of this session, as a shell runs it)
     while ncore holds a sleeping target in the middle of its dump (a direct call: ncore is
@@ -271,11 +265,11 @@ def test_ctrl_z_while_ncore_holds_the_target_waits_for_the_dump(processes, start
     ncore = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, preexec_fn=os.setpgrp)  # noqa: PLW1509
     processes.started.append(ncore)
     deadline = time.monotonic() + 30
-    while _state_and_tracer(service.pid)[1] == 0:  # ncore's thread that traces (its tid)
+    while left_running(service.pid) is None:  # until ncore holds it: traced, and stopped for a moment
         assert ncore.poll() is None and time.monotonic() < deadline, "ncore never attached to the target"
         time.sleep(0.002)
     os.killpg(ncore.pid, signal.SIGTSTP)
-    while _state_and_tracer(ncore.pid)[0] != "T":
+    while left_running(ncore.pid) is None:  # until ncore is stopped
         assert ncore.poll() is None and time.monotonic() < deadline, "ncore did not suspend itself"
         time.sleep(0.002)
     assert left_running(service.pid) is None, "the target was kept stopped or traced by a suspended ncore"
