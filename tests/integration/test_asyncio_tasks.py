@@ -131,8 +131,9 @@ def test_a_loop_in_another_thread_and_a_hog(processes, workspace_for, interprete
 
 
 def test_hostile_tasks_are_bounded(processes, workspace_for):
-    """Tasks whose get_name never returns and whose repr raises: the dump is written, with
-    every task's chain; the names it could not get are null."""
+    """Tasks whose get_name never returns and whose repr raises, of a class that claims
+    asyncio's module: the dump is written, with every task's chain; the names it could not
+    get are null."""
     process, _ = start_tasks(processes, workspace_for, HOST[3], "hostile")
     started = time.monotonic()
     (loop,) = snapshot(process.pid)["panic.asyncio"]["loops"]

@@ -12,7 +12,8 @@ KIND is one of:
 - thread: the same, in a thread named ``loop-thread``, the main thread sleeping;
 - hog: the same, and a task ``hog`` that blocks the loop in ``time.sleep``;
 - many: 100,000 tasks asleep;
-- hostile: a task factory whose tasks' ``get_name`` and ``__repr__`` never return, and a
+- hostile: a task factory whose tasks, of a class claiming to be asyncio's, have a
+  ``get_name`` and a ``_fut_waiter`` that never return and a ``__repr__`` that raises, and a
   coroutine awaiting an object whose ``__getattr__`` raises;
 - crash: with ``enable_panic_on_crash()``, a callback that raises, once ``ready`` is printed.
 
@@ -73,12 +74,19 @@ async def hog():
 
 
 class Hostile(asyncio.Task):
+    __module__ = "asyncio.tasks"  # claims to be asyncio's own, but asyncio.tasks does not hold it
+
     def get_name(self):
         while True:
             pass
 
     def __repr__(self):
         raise RuntimeError("no repr")
+
+    @property
+    def _fut_waiter(self):  # asyncio's C code reads its own field, never this
+        while True:
+            pass
 
 
 class Awkward:
