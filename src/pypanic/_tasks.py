@@ -200,7 +200,8 @@ class _Reader:
     def _tasks_of(self, loop: Any) -> list[Any]:
         """The loop's pending tasks, as ``asyncio.all_tasks(loop)`` gives them: from 3.14 its
         C version, which reads the per-thread registry; before, the registries read here
-        (the Python version, traced by ``call_guarded``, would take seconds for many tasks)."""
+        (the Python version, traced by ``call_guarded``, would take seconds for many tasks),
+        with the tasks whose state could not be read."""
         everything = getattr(self.asyncio, "all_tasks", None)
         if sys.version_info >= (3, 14) and type(everything) is types.BuiltinFunctionType:
             try:
@@ -208,7 +209,7 @@ class _Reader:
             except Exception:
                 pass
         mine = [t for t in self.registered if self._task_field(t, "_loop") is loop]
-        return [t for t in mine if self._task_field(t, "_state") == "PENDING"]
+        return [t for t in mine if self._task_field(t, "_state") in ("PENDING", None)]
 
     # -- records ------------------------------------------------------------------------
 

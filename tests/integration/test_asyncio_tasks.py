@@ -131,9 +131,9 @@ def test_a_loop_in_another_thread_and_a_hog(processes, workspace_for, interprete
 
 
 def test_hostile_tasks_are_bounded(processes, workspace_for):
-    """Tasks whose get_name never returns and whose repr raises, of a class that claims
-    asyncio's module: the dump is written, with every task's chain; the names it could not
-    get are null."""
+    """Tasks whose get_name and state never return and whose repr raises, of a class that
+    claims asyncio's module: the dump is written, with every task's chain; the names and
+    states it could not get are null."""
     process, _ = start_tasks(processes, workspace_for, HOST[3], "hostile")
     started = time.monotonic()
     (loop,) = snapshot(process.pid)["panic.asyncio"]["loops"]
@@ -141,7 +141,7 @@ def test_hostile_tasks_are_bounded(processes, workspace_for):
     coroutines = sorted(t.get("coroutine") or "" for t in loop["tasks"])
     assert {"sleeper", "consumer", "locker", "gatherer", "awaits_awkward"} <= set(coroutines)
     awkward = next(t for t in loop["tasks"] if t.get("coroutine") == "awaits_awkward")
-    assert awkward["name"] is None
+    assert awkward["name"] is None and awkward["state"] is None
     assert functions(awkward)[0] == "awaits_awkward"
 
 

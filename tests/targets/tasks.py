@@ -13,8 +13,8 @@ KIND is one of:
 - hog: the same, and a task ``hog`` that blocks the loop in ``time.sleep``;
 - many: 100,000 tasks asleep;
 - hostile: a task factory whose tasks, of a class claiming to be asyncio's, have a
-  ``get_name`` and a ``_fut_waiter`` that never return and a ``__repr__`` that raises, and a
-  coroutine awaiting an object whose ``__getattr__`` raises;
+  ``get_name``, ``_state`` and ``_fut_waiter`` that never return and a ``__repr__`` that
+  raises, and a coroutine awaiting an object whose ``__getattr__`` raises;
 - crash: with ``enable_panic_on_crash()``, a callback that raises, once ``ready`` is printed.
 
 ``ready`` is printed once every task waits.
@@ -84,9 +84,11 @@ class Hostile(asyncio.Task):
         raise RuntimeError("no repr")
 
     @property
-    def _fut_waiter(self):  # asyncio's C code reads its own field, never this
+    def _state(self):  # type: ignore[override]  # asyncio's C code reads its own fields, never these
         while True:
             pass
+
+    _fut_waiter = _state
 
 
 class Awkward:
