@@ -114,6 +114,8 @@ _MRO = type.__dict__["__mro__"].__get__
 _CLASS_DICT = type.__dict__["__dict__"].__get__
 _CLASS_MODULE = type.__dict__["__module__"].__get__
 _CLASS_QUALNAME = type.__dict__["__qualname__"].__get__
+_CLASS_FLAGS = type.__dict__["__flags__"].__get__
+_HEAPTYPE, _IMMUTABLETYPE = 1 << 9, 1 << 8
 _EXCEPTION_ARGS = BaseException.__dict__["args"].__get__
 _NONE_TYPE = type(None)
 _MODULE_DICT: Callable[[types.ModuleType], dict[str, Any]] = vars(types.ModuleType)["__dict__"].__get__
@@ -195,6 +197,25 @@ def class_module(cls: type) -> str | None:
     except Exception:
         return None
     return module if type(module) is str else None
+
+
+def defined_in(cls: type, module: str) -> bool:
+    """Whether ``cls`` was defined in ``module``, as it records: a type made in C records
+    its module truly, but a class statement may write any ``__module__``, so ``module`` must
+    hold the class under its qualified name. Nothing of the application runs."""
+    flags = _CLASS_FLAGS(cls)
+    if not flags & _HEAPTYPE or flags & _IMMUTABLETYPE:
+        return True
+    found: Any = sys.modules.get(module)
+    if type(found) is not types.ModuleType:
+        return False
+    namespace = _MODULE_DICT(found)
+    for part in _CLASS_QUALNAME(cls).split("."):
+        found = namespace.get(part)
+        if not issubclass(type(found), type):
+            return False
+        namespace = _CLASS_DICT(found)
+    return found is cls
 
 
 def type_name(obj: Any) -> str:

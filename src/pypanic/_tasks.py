@@ -24,7 +24,7 @@ import time
 import types
 from _thread import get_ident
 
-from ._serialize import call_guarded, class_attribute, class_module, one_of, plain_text, type_name
+from ._serialize import call_guarded, class_attribute, class_module, defined_in, one_of, plain_text, type_name
 from ._stacks import own_frame
 
 TYPE_CHECKING = False
@@ -45,10 +45,6 @@ MAX_LINKS = 100
 """Tasks named in one ``awaits`` or ``awaited_by`` list."""
 _TRUSTED_MODULES = ("_asyncio", "uvloop", "uvloop.loop")
 _C_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
-_HEAPTYPE, _IMMUTABLETYPE = 1 << 9, 1 << 8
-_FLAGS = type.__dict__["__flags__"].__get__
-_QUALNAME = type.__dict__["__qualname__"].__get__
-_CLASS_DICT = type.__dict__["__dict__"].__get__
 LOOP_FUNCTIONS = {"run_forever", "run_until_complete", "BaseEventLoop.run_forever", "BaseEventLoop.run_until_complete"}
 """The functions (names before 3.11, qualified names since) whose ``self`` is a running loop."""
 RUNNER_FUNCTION = "Runner.run"
@@ -56,25 +52,6 @@ RUNNER_FUNCTION = "Runner.run"
 HANDLE_FUNCTIONS = ("Handle._run", "_run")
 """asyncio's ``Handle._run`` (in events.py), whose ``self`` is the callback the loop is running."""
 _NO_LOOP_CALLBACK = "not known: the loop runs its callbacks in C (uvloop), with no frame to read"
-
-
-def _defined_in(kind: type, module: str) -> bool:
-    """Whether ``kind`` was defined in ``module``, as it records: a type made in C records
-    its module truly, but a class statement may write any ``__module__``, so ``module`` must
-    hold the class under its qualified name. Nothing of the application runs."""
-    flags = _FLAGS(kind)
-    if not flags & _HEAPTYPE or flags & _IMMUTABLETYPE:
-        return True
-    found: Any = sys.modules.get(module)
-    if type(found) is not types.ModuleType:
-        return False
-    namespace = found.__dict__
-    for part in _QUALNAME(kind).split("."):
-        found = namespace.get(part)
-        if not issubclass(type(found), type):
-            return False
-        namespace = _CLASS_DICT(found)
-    return found is kind
 
 
 def reference_maker() -> Callable[[Any], Any] | None:
@@ -477,7 +454,7 @@ class _Reader:
         module = class_module(kind) or ""
         trusted = one_of(kind, self.own_types) or one_of(kind, self.future_types)
         if not trusted and (module.startswith("asyncio.") or module in _TRUSTED_MODULES):
-            trusted = _defined_in(kind, module)
+            trusted = defined_in(kind, module)
         self.trusted[id(kind)] = kind, trusted
         return trusted
 
